@@ -1,0 +1,15 @@
+"""The one exception type a stage raises for bad input, and the wrapper that turns it into one line."""
+import sys
+
+
+class PipelineError(Exception):
+    """Bad input (file, param or data): the message names the file or param and says what is wrong."""
+
+
+def run_stage(main, argv=None):
+    """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2."""
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

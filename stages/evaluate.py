@@ -1,0 +1,53 @@
+"""Stage evaluate: score one trained model on the test split, the first and only time the test split is used.
+
+Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled). Writes metrics/<task>/<model>.json and
+plots/<task>/<model>/predictions.csv, and adds the test metrics to the model's MLflow training run.
+Usage: python -m stages.evaluate <task> <model>
+"""
+from pathlib import Path
+
+import torch
+
+from stages import series, tracking
+from stages.config import load_params
+from stages.errors import run_stage
+from stages.files import load_arrays, load_checkpoint, read_json, write_csv, write_json
+from stages.models import build_model
+from stages.preprocess import PREPARED
+from stages.training import pick_device, predict
+
+
+def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint["kind"], checkpoint["model"], checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def evaluate_series(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test metrics in the series' units, and the columns of the actual-vs-predicted plot."""
+    scaled = predict(model, torch.from_numpy(data["x_test"]), 1024, device).numpy()[:, 0]
+    predicted = series.unscale(scaled, meta["scaler"])
+    actual = data["series"][data["index_test"]]
+    columns = {"time": data["times"][data["index_test"]].tolist(), "actual": actual.tolist(),
+               "predicted": predicted.tolist()}
+    return series.forecast_metrics(actual, predicted), columns
+
+
+def main(argv: list[str]) -> None:
+    task, name = argv
+    params = load_params()
+    device = pick_device(params.device)
+    model, checkpoint = load_model(Path("models") / task / f"{name}.pt", device)
+    data, meta = load_arrays(PREPARED / task / "data.npz"), read_json(PREPARED / task / "meta.json")
+    metrics, columns = evaluate_series(model, data, meta, device)
+    write_json(Path("metrics") / task / f"{name}.json", metrics)
+    write_csv(Path("plots") / task / name / "predictions.csv", columns)
+    with tracking.resume_run(checkpoint["mlflow_run_id"]) as run:
+        if run is not None:
+            tracking.log_metrics(metrics, prefix="test_")
+    print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

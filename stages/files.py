@@ -1,0 +1,83 @@
+"""File I/O for stages: every write goes to a temp path and is renamed, so a failed stage leaves no partial file."""
+import csv
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from stages.errors import PipelineError
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temp path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run the stage that makes it: dvc repro)") from None
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path}: corrupt JSON ({err})") from None
+
+
+def write_csv(path: Path, columns: dict) -> None:
+    """Columns of equal length as a CSV with a header row (the format DVC plots read)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values()))
+
+
+def save_arrays(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_arrays(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run the stage that makes it: dvc repro)") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise PipelineError(f"{path}: corrupt array file ({err})") from None
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: checkpoint not found (run its train stage: dvc repro)") from None
+    except Exception as err:  # torch raises several types for a damaged file
+        raise PipelineError(f"{path}: corrupt checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None

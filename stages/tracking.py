@@ -1,0 +1,92 @@
+"""MLflow tracking: where the store is, how runs are named and tagged. Only stage main()s call this module.
+
+The store defaults to sqlite:///<repo>/mlflow.db, anchored at $DVC_ROOT: queued experiments run in a copy under
+.dvc/tmp/exps/, and without the anchor their runs would land in that copy and be lost. MLFLOW_TRACKING_URI
+overrides it (a team server).
+"""
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+from stages.config import ROOT
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def tracking_uri() -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(os.environ.get('DVC_ROOT', ROOT)).resolve() / 'mlflow.db'}"
+
+
+def _git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _flatten(prefix: str, value) -> dict:
+    if hasattr(value, "__dataclass_fields__"):
+        value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flatten(f"{prefix}.{key}", sub).items()}
+    return {prefix: value}
+
+
+def _mlflow():
+    import mlflow  # imported here: it costs ~2.5 s, and only stages that track pay for it
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+@contextmanager
+def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: str | None = None):
+    """One MLflow run per trained model, in the task's experiment, named after the DVC experiment and model."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(task)
+    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
+    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        mlflow.log_params({k: v for key, value in params.items() for k, v in _flatten(key, value).items()})
+        yield run
+
+
+@contextmanager
+def resume_run(run_id: str | None):
+    """Reopen the training run to add test metrics and figures; a run missing from this store gets a warning."""
+    mlflow = _mlflow()
+    try:
+        mlflow.get_run(run_id)
+    except Exception:
+        print(f"warning: MLflow run {run_id} is not in {tracking_uri()}; not logging to MLflow")
+        yield None
+        return
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def log_epoch(stats: dict) -> None:
+    _mlflow().log_metrics({k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
+
+
+def log_metrics(metrics: dict, prefix: str = "") -> None:
+    _mlflow().log_metrics({prefix + k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+
+
+def log_artifacts(paths: list[Path], folder: str = "figures") -> None:
+    mlflow = _mlflow()
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_model(model, input_example) -> None:
+    """Log the model so mlflow.pyfunc.load_model() can load it; pinned requirements skip a slow inference step."""
+    import mlflow.pytorch
+    import torch
+
+    mlflow.pytorch.log_model(model.cpu().eval(), name="model", input_example=input_example,
+                             serialization_format="pickle", code_paths=[str(ROOT / "stages")],
+                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

@@ -1,0 +1,123 @@
+"""The training loop every task shares: whole data set as tensors on the device, early stopping on validation.
+
+The test split never comes here: early stopping and the choice of the best epoch see only validation data.
+"""
+import copy
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from stages.errors import PipelineError
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` means cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("params.yaml: device is cuda but no CUDA GPU is available (use auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed every library; return the generator that shuffles batches (passed around, not global)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _loss_and_accuracy(model, loss_fn, x, y, batch_size, device) -> tuple[float, float | None]:
+    """Mean loss (and accuracy for class labels) over a whole split, with one host sync at the end."""
+    model.eval()
+    total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    with torch.no_grad(), _autocast(device):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            out = model(xb)
+            total += loss_fn(out.float(), yb) * len(xb)
+            if yb.dtype == torch.long:
+                correct += (out.argmax(1) == yb).sum()
+    accuracy = (correct / len(x)).item() if y.dtype == torch.long else None
+    return (total / len(x)).item(), accuracy
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA only: it roughly halves the time of conv layers there and needs no loss scaling.
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.device, generator: torch.Generator,
+        parameters=None, augment=None, log_epoch=None) -> tuple[dict, list[dict]]:
+    """Train with Adam; return (the state_dict of the epoch with the lowest validation loss, per-epoch history).
+
+    train and val are (x, y) tensors already on `device`. `parameters` restricts what Adam updates (frozen
+    layers in transfer learning); `augment(x, generator)` transforms each training batch; `log_epoch(stats)`
+    receives every epoch's numbers (main() uses it to log to MLflow while training runs).
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
+    x_train, y_train = train
+    optimizer = torch.optim.Adam(model.parameters() if parameters is None else parameters,
+                                 lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_loss, best_state, best_epoch, waited, history = float("inf"), None, 0, 0, []
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=None):
+            index = order[start : start + cfg.batch_size]
+            xb, yb = x_train[index], y_train[index]
+            if augment is not None:
+                xb = augment(xb, generator)
+            with _autocast(device):
+                out = model(xb)
+                loss = loss_fn(out.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(index)  # stays on the device: no per-step .item() sync
+            if yb.dtype == torch.long:
+                correct += (out.argmax(1) == yb).sum()
+        val_loss, val_accuracy = _loss_and_accuracy(model, loss_fn, *val, cfg.batch_size, device)
+        stats = {"epoch": epoch, "train_loss": (total / len(x_train)).item(), "val_loss": val_loss}
+        if val_accuracy is not None:
+            stats |= {"train_accuracy": (correct / len(x_train)).item(), "val_accuracy": val_accuracy}
+        if not np.isfinite(stats["train_loss"]):
+            raise PipelineError(f"training diverged at epoch {epoch} (loss {stats['train_loss']}): lower train.lr")
+        history.append(stats)
+        if log_epoch is not None:
+            log_epoch(stats)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_epoch, waited = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch")
+        print(f"epoch {epoch:3d}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
+        if waited >= cfg.patience:
+            print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best_epoch}")
+            break
+    model.load_state_dict(best_state)
+    return {"state_dict": best_state, "epoch": best_epoch, "val_loss": best_loss}, history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Model outputs for every row of x, in batches, returned on the CPU as float32."""
+    model.eval()
+    outs = []
+    with _autocast(device):
+        for start in range(0, len(x), batch_size):
+            outs.append(model(x[start : start + batch_size].to(device)).float())
+    return torch.cat(outs).cpu()
