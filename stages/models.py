@@ -23,8 +23,120 @@ class RecurrentRegressor(nn.Module):
         return self.head(out[:, -1])  # (B, output_size)
 
 
+
+class DigitsCNN(nn.Module):
+    """The two-conv MNIST CNN of the original exercise: 32 and 64 3x3 filters with padding 1, max-pooling."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),  # (B, 32, 14, 14)
+            nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),  # (B, 64, 7, 7)
+        )
+        self.head = nn.Linear(64 * (image_size // 4) ** 2, num_classes)  # 7*7*64 = 3136 -> 10 at 28 px
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, 28, 28)
+        return self.head(self.blocks(x).flatten(1))  # (B, num_classes)
+
+
+class DigitsCNN2(nn.Module):
+    """The three-conv CNN with dropout and a 625-unit hidden layer (the original's CNN2)."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout)),
+            nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(dropout)),
+            # padding=1 in the pool rounds 7 up to 4 rather than down to 3, as the original did: (B, 128, 4, 4)
+            nn.Sequential(nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Dropout(dropout)),
+        )
+        side = (image_size // 4) // 2 + 1  # 28 -> 14 -> 7 -> 4
+        self.head = nn.Sequential(nn.Linear(128 * side * side, 625), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(625, num_classes))  # 4*4*128 = 2048 -> 625 -> 10
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, 28, 28)
+        return self.head(self.blocks(x).flatten(1))  # (B, num_classes)
+
+
+class SimpleCNN(nn.Module):
+    """Two unpadded convolutions, each followed by pooling, then a 128-unit hidden layer."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2)),  # 28 -> 26 -> (B, 32, 13, 13)
+            nn.Sequential(nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2)),  # 13 -> 11 -> (B, 64, 5, 5)
+        )
+        side = ((image_size - 2) // 2 - 2) // 2
+        self.head = nn.Sequential(nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, 28, 28)
+        return self.head(self.blocks(x).flatten(1))  # (B, num_classes)
+
+
+class FlowerCNN(nn.Module):
+    """The original flowers model: conv 32, conv 64, pooling, a 128-unit layer; most weights sit in that layer."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),  # (B, 32, 90, 90)
+            nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),  # (B, 64, 45, 45)
+        )
+        side = image_size // 4
+        self.head = nn.Sequential(nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, 180, 180)
+        return self.head(self.blocks(x).flatten(1))  # (B, num_classes)
+
+
+class SmallCNN(nn.Module):
+    """Four conv-batchnorm blocks and global average pooling: fewer weights than FlowerCNN and no fixed input size."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float):
+        super().__init__()
+        widths = [in_channels, 32, 64, 128, 256]
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2))
+            for a, b in zip(widths, widths[1:])
+        ])  # 180 -> 90 -> 45 -> 22 -> 11: (B, 256, 11, 11)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(widths[-1], num_classes))  # (B, 256) -> (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+        return self.head(self.blocks(x))
+
+
+class RecurrentLanguageModel(nn.Module):
+    """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction."""
+
+    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.rnn = RECURRENT_CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
+                                         dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T) word ids, pre-padded with 0
+        out, _ = self.rnn(self.embedding(x))  # (B, T, H)
+        return self.head(self.dropout(out[:, -1]))  # (B, V) logits of the next word
+
+
 def build_model(kind: str, name: str, config: dict) -> nn.Module:
     """The model `name` of a task of `kind`; `config` holds every constructor argument (saved in checkpoints)."""
     if kind == "series" and name in RECURRENT_CELLS:
         return RecurrentRegressor(name, **config)
+    if kind == "text" and name in RECURRENT_CELLS:
+        return RecurrentLanguageModel(name, **config)
+    if name in ("cnn", "scratch", "extract", "finetune"):  # the transfer phases all use the digits CNN
+        return DigitsCNN(**config)
+    if name == "cnn2":
+        return DigitsCNN2(**config)
+    if name == "simple_cnn":
+        return SimpleCNN(**config)
+    if name == "flower_cnn":
+        return FlowerCNN(**config)
+    if name == "small_cnn":
+        return SmallCNN(**config)
     raise ValueError(f"unknown model {name!r} for a {kind} task")

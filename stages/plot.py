@@ -1,97 +1,128 @@
-"""Stage plot: the figures of one task, comparing its models and baselines, as PNGs in plots/figures/<task>/.
+"""Stage plot: one task's figures and report (plots/figures/<task>/: PNGs and report.md), models beside baselines.
 
-Each figure is also logged to the MLflow run of every model it shows.
+Each figure is also logged to the MLflow run of every model of the task.
 Usage: python -m stages.plot <task>
 """
 import csv
+from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")  # no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from stages import tracking  # noqa: E402
-from stages.config import load_params  # noqa: E402
-from stages.errors import PipelineError, run_stage  # noqa: E402
-from stages.files import atomic_path, load_checkpoint, read_json  # noqa: E402
+from stages import figures, tracking
+from stages.config import load_params
+from stages.errors import PipelineError, run_stage
+from stages.files import atomic_path, load_arrays, load_checkpoint, read_json
+from stages.preprocess import PREPARED
 
 
 def read_columns(path: Path) -> dict[str, list]:
     """A CSV written by an earlier stage, as {column: values}; numbers become floats."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found (run: dvc repro)") from None
     def value(text):
         try:
             return float(text)
         except ValueError:
             return text
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run: dvc repro)") from None
     return {k: [value(row[k]) for row in rows] for k in (rows[0] if rows else {})}
 
 
-def save_figure(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histories, seed) -> dict:
+    from stages import images
+
+    data = load_arrays(PREPARED / task / "data.npz")
+    classes, shown = meta["classes"], slice(0, 25)  # a 5x5 grid, as in the original exercise
+    out = {"accuracy.png": figures.bar_chart({**{b: v["accuracy"] for b, v in baselines.items()},
+                                              **{m: metrics[m]["accuracy"] for m in models}},
+                                             set(baselines), "test accuracy", f"{task}: models and baselines")}
+    if task == "transfer":  # the two transfer phases back to back, as the original plotted them
+        out["phase_curves.png"] = figures.phase_curves({m: histories[m] for m in ("extract", "finetune")},
+                                                       "accuracy", "transfer: feature extraction, then fine-tuning")
+    else:
+        out["accuracy_curves.png"] = figures.learning_curves(histories, "accuracy", f"{task}: accuracy")
+    for m in models:
+        predictions = read_columns(Path("plots") / task / m / "predictions.csv")
+        index = {c: i for i, c in enumerate(classes)}
+        actual = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["actual"]])
+        predicted = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["predicted"]])
+        out[f"confusion_{m}.png"] = figures.confusion(images.confusion_matrix(actual, predicted, len(classes)),
+                                                      classes, f"{task} {m}: test confusion matrix")
+        titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[shown], actual[shown])]
+        colors = ["green" if p == a else "red" for p, a in zip(predicted[shown], actual[shown])]
+        out[f"predictions_{m}.png"] = images.image_grid(data["x_test"][shown], titles, colors, ncols=5)
+    augment = getattr(getattr(task_cfg, "train", None), "augment", None)
+    if augment is not None and augment.enabled:  # what training really sees: 25 augmented training images
+        import torch
+
+        x = images.to_tensor(data["x_train"][shown], meta["mean"], meta["std"])
+        x = images.augment(x, torch.Generator().manual_seed(seed), flip=augment.flip, rotation=augment.rotation,
+                           crop_scale=tuple(augment.crop_scale), jitter=augment.jitter, mean=meta["mean"], std=meta["std"])
+        mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
+        pixels = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        names = [classes[i] for i in data["y_train"][shown]]
+        out["augmentation.png"] = images.image_grid(pixels, names, ["black"] * len(names), ncols=5)
+    return out
 
 
-def learning_curves(task: str, models: list[str], metric: str = "loss"):
-    """Train (dashed) and validation (solid) curves of every model on one figure; the best epoch is marked."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, name in enumerate(models):
-        h = read_columns(Path("plots") / task / name / "history.csv")
-        color = f"C{i}"
-        ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=color, alpha=0.6, label=f"{name} train")
-        ax.plot(h["epoch"], h[f"val_{metric}"], "-", color=color, label=f"{name} validation")
-        best = min(range(len(h["val_loss"])), key=h["val_loss"].__getitem__)
-        ax.plot(h["epoch"][best], h[f"val_{metric}"][best], "o", color=color)
-    ax.set(title=f"{task}: learning curves (dot: best epoch, the weights kept)", xlabel="epoch", ylabel=metric)
-    if metric == "loss":
-        ax.set_yscale("log")
-    ax.legend(fontsize=8, ncol=2)
-    return fig
-
-
-def forecasts(task: str, models: list[str], unit: str):
-    """The held-out months/hours: actual, each model and each baseline, with test RMSE in the legend."""
-    base = read_columns(Path("plots") / task / "baselines" / "predictions.csv")
-    base_metrics = read_json(Path("metrics") / task / "baselines.json")
-    n = len(base["actual"]) if len(base["actual"]) <= 400 else 400  # a long hourly test set: show 400 steps
-    steps = range(n)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.plot(steps, base["actual"][:n], color="black", linewidth=2, label="actual")
-    for name in base_metrics:
-        ax.plot(steps, base[name][:n], ":", label=f"{name} baseline (RMSE {base_metrics[name]['rmse']:.2f})")
-    for i, name in enumerate(models):
-        pred = read_columns(Path("plots") / task / name / "predictions.csv")
-        rmse = read_json(Path("metrics") / task / f"{name}.json")["rmse"]
-        ax.plot(steps, pred["predicted"][:n], color=f"C{i}", label=f"{name} (RMSE {rmse:.2f})")
-    ticks = list(steps)[:: max(1, n // 8)]
-    ax.set_xticks(ticks, [base["time"][t] for t in ticks], rotation=20, fontsize=8)
-    ax.set(title=f"{task}: test split, actual vs predicted", ylabel=unit)
-    ax.legend(fontsize=8)
-    return fig
+def report(task: str, task_cfg, metrics: dict, baselines: dict, figure_names: list[str]) -> str:
+    """Markdown: the test metrics of models and baselines, the figures, generated text, and the params."""
+    rows = {**{f"{b} (baseline)": v for b, v in baselines.items()}, **metrics}
+    keys = [k for k, v in next(iter(metrics.values())).items() if isinstance(v, float)]
+    lines = [f"# {task}", "", "## Test split", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys) + " |" for name, v in rows.items()]
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figure_names]
+    samples = Path("plots") / task / "samples.md"
+    if samples.exists():
+        lines += ["", samples.read_text().replace("# ", "## ", 1)]
+    lines += ["", "## Params", "", "```yaml", yaml.safe_dump(asdict(task_cfg), allow_unicode=True, sort_keys=False), "```"]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    models = [run.model for run in params.runs.values() if run.task == task]
+    task_cfg = params.task(task)
+    models = list(task_cfg.models) if task == "transfer" else [r.model for r in params.runs.values() if r.task == task]
     if not models:
         raise PipelineError(f"params.yaml: runs has no model for task {task}")
-    out = Path("plots") / "figures" / task
-    meta = read_json(Path("data/prepared") / task / "meta.json")
-    figures = [save_figure(learning_curves(task, models), out / "learning_curves.png"),
-               save_figure(forecasts(task, models, meta["unit"]), out / "forecasts.png")]
-    for name in models:
-        with tracking.resume_run(load_checkpoint(Path("models") / task / f"{name}.pt")["mlflow_run_id"]) as run:
+    meta = read_json(PREPARED / task / "meta.json")
+    histories = {m: read_columns(Path("plots") / task / m / "history.csv") for m in models}
+    metrics = {m: read_json(Path("metrics") / task / f"{m}.json") for m in models}
+    baselines = read_json(Path("metrics") / task / "baselines.json")
+    out = {"learning_curves.png": figures.learning_curves(histories, "loss", f"{task}: learning curves")}
+    if meta["kind"] == "series":
+        base = read_columns(Path("plots") / task / "baselines" / "predictions.csv")
+        lines = {f"{b} baseline (RMSE {baselines[b]['rmse']:.3g})": (base[b], ":") for b in baselines}
+        for m in models:
+            predicted = read_columns(Path("plots") / task / m / "predictions.csv")["predicted"]
+            lines[f"{m} (RMSE {metrics[m]['rmse']:.3g})"] = (predicted, "-")
+        out["forecasts.png"] = figures.forecasts(base["time"], base["actual"], lines, meta["unit"],
+                                                 f"{task}: test split, actual vs predicted")
+    elif meta["kind"] == "images":
+        out |= classifier_figures(task, task_cfg, models, meta, metrics, baselines, histories, params.seed)
+    else:
+        out["perplexity.png"] = figures.bar_chart({**{b: v["perplexity"] for b, v in baselines.items()},
+                                                   **{m: metrics[m]["perplexity"] for m in models}}, set(baselines),
+                                                  "test perplexity (lower is better)", f"{task}: models and baselines")
+    folder = Path("plots") / "figures" / task
+    paths = []
+    for name, fig in out.items():
+        with atomic_path(folder / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        figures.plt.close(fig)
+        paths.append(folder / name)
+    with atomic_path(folder / "report.md") as tmp:
+        tmp.write_text(report(task, task_cfg, metrics, baselines, list(out)), encoding="utf-8")
+    for m in models:
+        with tracking.resume_run(load_checkpoint(Path("models") / task / f"{m}.pt")["mlflow_run_id"]) as run:
             if run is not None:
-                tracking.log_artifacts(figures)
-    print(f"{task}: wrote " + ", ".join(str(f) for f in figures))
+                tracking.log_artifacts(paths + [folder / "report.md"])
+    print(f"{task}: wrote {len(paths)} figures and {folder / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Stage preprocess: raw file -> train/val/test arrays in data/prepared/<task>/ (data.npz + meta.json).
+"""Stage preprocess: raw files -> train/val/test arrays in data/prepared/<task>/ (data.npz + meta.json).
 
 Forecasting: chronological split, scaler fitted on the training part only, windows of seq_length steps
-predicting the value `horizon` steps ahead. Usage: python -m stages.preprocess <task>
+predicting the value `horizon` steps ahead. Images: stratified seeded splits, kept as uint8 (normalised with
+training statistics when loaded); flowers are decoded and resized once, here. Text: contiguous held-out
+blocks, vocabulary from the training part only. Usage: python -m stages.preprocess <task>
 """
 from pathlib import Path
 
@@ -66,15 +68,106 @@ def prepare_series(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
     return arrays, meta
 
 
+def split_images(images: np.ndarray, labels: np.ndarray, cfg, test=None) -> dict:
+    """Stratified seeded train/val(/test) split; `test` is an official (images, labels) test set if there is one."""
+    from stages import images as images_lib
+
+    rng = np.random.default_rng(cfg.split_seed)
+    if test is None:
+        keep, held = images_lib.stratified_split(labels, cfg.test_ratio, rng)
+        test, (images, labels) = (images[held], labels[held]), (images[keep], labels[keep])
+    keep, held = images_lib.stratified_split(labels, cfg.val_ratio, rng)
+    return {"x_train": images[keep], "y_train": labels[keep], "x_val": images[held], "y_val": labels[held],
+            "x_test": test[0], "y_test": test[1]}
+
+
+def prepare_images(task: str, cfg) -> tuple[dict, dict]:
+    from stages import images as images_lib
+
+    folder, skipped, classes = RAW / task, [], [str(d) for d in range(10)]
+    if task == "digits":
+        train = images_lib.read_idx(folder / RAW_FILES[task]), images_lib.read_idx(folder / "train-labels-idx1-ubyte.gz")
+        test = None
+        if (folder / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
+            test = images_lib.read_idx(folder / "t10k-images-idx3-ubyte.gz"), images_lib.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+        arrays = split_images(*train, cfg, test)
+    elif task == "flowers":
+        images, labels, classes, skipped = images_lib.build_image_cache(folder / RAW_FILES[task], cfg.image_size)
+        if skipped:
+            print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
+        arrays = split_images(images, labels, cfg)
+    else:  # transfer: the UCI 8x8 digits, upsampled to look like MNIST
+        images, labels = read_uci_digits(folder / RAW_FILES[task], cfg.image_size)
+        rng = np.random.default_rng(cfg.split_seed)
+        train, rest = images_lib.few_per_class(labels, cfg.train_per_class, rng)
+        val, test = images_lib.few_per_class(labels[rest], cfg.val_per_class, rng)
+        val, test = rest[val], rest[test]
+        arrays = {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val],
+                  "x_test": images[test], "y_test": labels[test]}
+    arrays = {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
+    mean, std = images_lib.channel_stats(arrays["x_train"])  # training images only
+    meta = {"kind": "images", "classes": classes, "mean": mean, "std": std, "in_channels": len(mean),
+            "image_size": int(arrays["x_train"].shape[1]), "skipped": skipped,
+            "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
+    return arrays, meta
+
+
+def read_uci_digits(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """UCI optdigits rows (64 pixels 0-16, label) -> uint8 images of image_size px, digit in the centre 5/7."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"{path}: corrupt or unreadable ({str(err).splitlines()[0]})") from None
+    pixels = torch.from_numpy(table[:, :64].reshape(-1, 1, 8, 8) / 16 * 255)
+    # MNIST centres each digit in a 20x20 box inside 28x28 (LeCun et al.); doing the same keeps the strokes
+    # where the pretrained filters expect them.
+    inner = round(image_size * 20 / 28)
+    scaled = F.interpolate(pixels, size=(inner, inner), mode="bilinear", align_corners=False)
+    pad = (image_size - inner) // 2
+    images = F.pad(scaled, (pad, image_size - inner - pad, pad, image_size - inner - pad))
+    return images[:, 0].round().clamp(0, 255).to(torch.uint8).numpy(), table[:, 64].astype(np.int64)
+
+
+def prepare_text(task: str, cfg) -> tuple[dict, dict]:
+    from stages import text as text_lib
+
+    documents = text_lib.read_documents(sorted((RAW / task / RAW_FILES[task]).glob("*")))
+    splits = text_lib.split_blocks(documents, cfg.val_ratio, cfg.test_ratio)
+    vocab = text_lib.build_vocab(splits["train"], cfg.min_count, cfg.max_vocab)  # training words only
+    arrays = {}
+    for split, lines in splits.items():
+        encoded = text_lib.encode(lines, vocab)
+        if cfg.sequences == "prefix":
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = text_lib.prefix_sequences(encoded, cfg.max_len)
+        else:
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = text_lib.window_sequences(encoded, cfg.max_len)
+        if split == "train":  # the n-gram baselines count words in these lines
+            arrays["train_tokens"] = np.array([i for line in encoded for i in line], dtype=np.int64)
+            arrays["train_line_lengths"] = np.array([len(line) for line in encoded], dtype=np.int64)
+    meta = {"kind": "text", "vocab": vocab, "max_len": cfg.max_len, "documents": len(documents),
+            "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
+    return arrays, meta
+
+
 def main(argv: list[str]) -> None:
     (task,) = argv
-    cfg = load_params().task(task).preprocess
-    times, values = read_series(RAW / task / RAW_FILES[task], task)
-    arrays, meta = prepare_series(values, cfg, task)
+    task_cfg = load_params().task(task)
+    cfg = task_cfg.preprocess
+    if task_cfg.kind == "series":
+        times, values = read_series(RAW / task / RAW_FILES[task], task)
+        arrays, meta = prepare_series(values, cfg, task)
+        arrays["times"] = times
+    elif task_cfg.kind == "images":
+        arrays, meta = prepare_images(task, cfg)
+    else:
+        arrays, meta = prepare_text(task, cfg)
     out = PREPARED / task
-    save_arrays(out / "data.npz", times=times, **arrays)
+    save_arrays(out / "data.npz", **arrays)
     write_json(out / "meta.json", meta)
-    print(f"{task}: {len(values)} steps -> windows {meta['sizes']} (seq_length {cfg.seq_length}, horizon {cfg.horizon})")
+    print(f"{task}: examples per split {meta['sizes']}")
 
 
 if __name__ == "__main__":

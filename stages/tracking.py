@@ -14,10 +14,25 @@ from stages.config import ROOT
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def _store_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT", ROOT)).resolve()
+
+
 def tracking_uri() -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(os.environ.get('DVC_ROOT', ROOT)).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{_store_root() / 'mlflow.db'}"
+
+
+def _use_experiment(mlflow, task: str) -> None:
+    """Select the task's experiment. With the local store its artifacts go to <repo>/mlartifacts/<task>: MLflow's
+    default (./mlruns of the current directory) would put a queued experiment's models in its temp copy."""
+    if mlflow.get_experiment_by_name(task) is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            mlflow.create_experiment(task, artifact_location=(_store_root() / "mlartifacts" / task).as_uri())
+        except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
+            pass
+    mlflow.set_experiment(task)
 
 
 def _git_commit() -> str:
@@ -44,7 +59,7 @@ def _mlflow():
 def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: str | None = None):
     """One MLflow run per trained model, in the task's experiment, named after the DVC experiment and model."""
     mlflow = _mlflow()
-    mlflow.set_experiment(task)
+    _use_experiment(mlflow, task)
     name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
     tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model}
     if parent_run_id:
@@ -73,7 +88,9 @@ def log_epoch(stats: dict) -> None:
 
 
 def log_metrics(metrics: dict, prefix: str = "") -> None:
-    _mlflow().log_metrics({prefix + k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    """Numbers only; nested dicts (per-class precision) become `precision.<class>`."""
+    flat = {k.lstrip("."): v for key, value in metrics.items() for k, v in _flatten(f".{key}", value).items()}
+    _mlflow().log_metrics({prefix + k: float(v) for k, v in flat.items() if isinstance(v, (int, float))})
 
 
 def log_artifacts(paths: list[Path], folder: str = "figures") -> None:

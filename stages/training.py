@@ -35,6 +35,21 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def load_split(data: dict, meta: dict, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as (x, y) tensors on the device: these data sets fit in memory, so no DataLoader is needed.
+
+    Images are stored as uint8 and normalised here with the training split's mean and std.
+    """
+    x, y = data[f"x_{split}"], torch.from_numpy(data[f"y_{split}"])
+    if meta["kind"] == "images":
+        from stages.images import to_tensor
+
+        x = to_tensor(x, meta["mean"], meta["std"])
+    else:
+        x = torch.from_numpy(x)
+    return x.to(device), y.to(device)
+
+
 def _loss_and_accuracy(model, loss_fn, x, y, batch_size, device) -> tuple[float, float | None]:
     """Mean loss (and accuracy for class labels) over a whole split, with one host sync at the end."""
     model.eval()

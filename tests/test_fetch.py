@@ -255,3 +255,9 @@ def test_unsupported_archive_type(tmp_path):
     with pytest.raises(PipelineError, match="unsupported archive type"):
         fetch.extract(archive, tmp_path / "work" / "unpacked")
     assert names(tmp_path / "work") == []
+
+
+def test_unpinned_checksum_downloads_and_prints_the_sha256_to_pin(server, out_dir, capsys):
+    dest = fetch.download(server.url("data.bin"), out_dir / "data.bin", "none")
+    assert dest.read_bytes() == PAYLOAD
+    assert f"sha256:{hashlib.sha256(PAYLOAD).hexdigest()}" in capsys.readouterr().out

@@ -1,0 +1,78 @@
+"""Figures of the reports: plain data in, a matplotlib Figure out. The plot stage does the file I/O."""
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def learning_curves(histories: dict[str, dict], metric: str, title: str):
+    """Train (dashed) and validation (solid) curves of every model; a dot marks the best epoch, whose weights
+    are the ones kept."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, (name, h) in enumerate(histories.items()):
+        ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=f"C{i}", alpha=0.6, label=f"{name} train")
+        ax.plot(h["epoch"], h[f"val_{metric}"], "-", color=f"C{i}", label=f"{name} validation")
+        best = int(np.argmin(h["val_loss"]))
+        ax.plot(h["epoch"][best], h[f"val_{metric}"][best], "o", color=f"C{i}")
+    ax.set(title=title, xlabel="epoch", ylabel=metric.replace("_", " "))
+    if metric == "loss":
+        ax.set_yscale("log")
+    ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def forecasts(times: list, actual: list, lines: dict[str, tuple[list, str]], unit: str, title: str, limit: int = 400):
+    """Actual values and each forecast over the test steps (the first `limit` of a long hourly test set).
+    `lines` maps a label to (values, style): dotted for baselines, solid for models."""
+    n = min(limit, len(actual))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.plot(range(n), actual[:n], color="black", linewidth=2, label="actual")
+    for i, (label, (values, style)) in enumerate(lines.items()):
+        ax.plot(range(n), values[:n], style, color=f"C{i}", label=label)
+    ticks = list(range(0, n, max(1, n // 8)))
+    ax.set_xticks(ticks, [times[t] for t in ticks], rotation=20, fontsize=8)
+    ax.set(title=title, ylabel=unit)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def bar_chart(values: dict[str, float], baselines: set[str], ylabel: str, title: str):
+    """One bar per model or baseline; baselines grey, models coloured, each bar labelled with its value."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(values)), 4))
+    colors = ["0.6" if name in baselines else f"C{i}" for i, name in enumerate(values)]
+    bars = ax.bar(list(values), list(values.values()), color=colors)
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set(title=title, ylabel=ylabel)
+    ax.tick_params(axis="x", labelrotation=20)
+    return fig
+
+
+def confusion(matrix: np.ndarray, classes: list[str], title: str):
+    """Counts of test images per (actual, predicted) class; the diagonal is what the model got right."""
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set(title=title, xlabel="predicted", ylabel="actual")
+    return fig
+
+
+def phase_curves(phases: dict[str, dict], metric: str, title: str):
+    """The transfer phases end to end on one axis (the original 'Initial / Fine-Tuning' plot): each phase's
+    epochs continue where the previous one stopped, with a line where it starts."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    offset = 0
+    for i, (name, h) in enumerate(phases.items()):
+        epochs = np.asarray(h["epoch"]) + offset
+        ax.plot(epochs, h[f"train_{metric}"], "--", color=f"C{i}", alpha=0.6, label=f"{name} train")
+        ax.plot(epochs, h[f"val_{metric}"], "-", color=f"C{i}", label=f"{name} validation")
+        if offset:
+            ax.axvline(offset + 0.5, color="0.5", linestyle=":")
+        offset = epochs[-1]
+    ax.set(title=title, xlabel="epoch (phases back to back)", ylabel=metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    return fig

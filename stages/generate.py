@@ -1,0 +1,60 @@
+"""Stage generate: continue each seed phrase with every trained next-word model, greedily and by sampling.
+
+Writes plots/<task>/samples.md (the plot stage puts it in the task's report) and logs it to each model's run.
+Usage: python -m stages.generate text
+"""
+from pathlib import Path
+
+import torch
+
+from stages import text, tracking
+from stages.config import load_params
+from stages.errors import PipelineError, run_stage
+from stages.evaluate import load_model
+from stages.files import atomic_path, read_json
+from stages.preprocess import PREPARED
+
+
+def continuations(model, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:
+    """Greedy and temperature-sampled continuations of one prompt; the sample is seeded, so reruns match."""
+    index = {word: i for i, word in enumerate(vocab)}
+    ids = [index.get(word, 1) for word in text.tokenize(prompt)]  # 1 is <unk>
+    with torch.no_grad():
+        next_logits = lambda x: model(x)  # noqa: E731  (B, T) ids -> (B, V) logits
+        greedy = text.generate(next_logits, ids, cfg.n_words, 0.0, torch.Generator().manual_seed(seed), max_len)
+        sampled = text.generate(next_logits, ids, cfg.n_words, cfg.temperature, torch.Generator().manual_seed(seed),
+                                max_len)
+    return {"greedy": text.decode(greedy, vocab), f"sampled (T={cfg.temperature})": text.decode(sampled, vocab)}
+
+
+def main(argv: list[str]) -> None:
+    (task,) = argv
+    params = load_params()
+    cfg = params.task(task).generate
+    names = [run.model for run in params.runs.values() if run.task == task]
+    if not names:
+        raise PipelineError(f"params.yaml: runs has no model for task {task}")
+    meta = read_json(PREPARED / task / "meta.json")
+    lines = [f"# {task}: generated continuations", "",
+             f"{cfg.n_words} words after each prompt; `<unk>` marks a word outside the training vocabulary.", ""]
+    run_ids = []
+    for name in names:
+        model, checkpoint = load_model(Path("models") / task / f"{name}.pt", torch.device("cpu"))
+        run_ids.append(checkpoint["mlflow_run_id"])
+        lines += [f"## {name}", "", "| prompt | mode | continuation |", "|---|---|---|"]
+        for prompt in cfg.prompts:
+            for mode, words in continuations(model, prompt, meta["vocab"], cfg, meta["max_len"], params.seed).items():
+                lines.append(f"| {prompt} | {mode} | {words} |")
+                print(f"{name:5s} {mode:16s} {prompt} → {words}")
+        lines.append("")
+    out = Path("plots") / task / "samples.md"
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(lines))
+    for run_id in run_ids:
+        with tracking.resume_run(run_id) as run:
+            if run is not None:
+                tracking.log_artifacts([out], folder="samples")
+
+
+if __name__ == "__main__":
+    run_stage(main)

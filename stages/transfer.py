@@ -1,0 +1,84 @@
+"""Stage transfer: reuse the digits CNN (trained on MNIST by train@digits-cnn) on the UCI 8x8 digits.
+
+Three phases, each its own DVC stage, checkpoint and MLflow run:
+  scratch   the same CNN from random weights on the same few labels: the number transfer must beat
+  extract   feature extraction: the pretrained conv blocks are frozen, a new classifier layer is trained
+  finetune  starts from `extract`, unfreezes the last `unfreeze_blocks` conv blocks, trains at a lower lr
+Feature extraction suits few labels and a similar domain; fine-tuning adapts the features once the new head
+is sensible (training a random head and the features together would push large gradients into the features).
+Usage: python -m stages.transfer <scratch|extract|finetune>
+"""
+from pathlib import Path
+
+from torch import nn
+
+from stages import tracking
+from stages.config import load_params
+from stages.errors import PipelineError, run_stage
+from stages.files import load_arrays, load_checkpoint, read_json, save_checkpoint, write_csv
+from stages.models import build_model
+from stages.preprocess import PREPARED
+from stages.training import fit, load_split, pick_device, seed_everything
+
+PRETRAINED = Path("models/digits/cnn.pt")
+MODELS = Path("models/transfer")
+
+
+def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int = 0) -> list[nn.Parameter]:
+    """Freeze what the phase must not change; return the parameters the optimiser may update."""
+    blocks = list(model.blocks)
+    if phase == "finetune" and not 1 <= unfreeze_blocks <= len(blocks):
+        raise PipelineError(f"params.yaml: transfer.finetune.unfreeze_blocks must be in 1..{len(blocks)}, "
+                            f"got {unfreeze_blocks}")
+    trainable = {"scratch": blocks, "extract": [], "finetune": blocks[len(blocks) - unfreeze_blocks:]}[phase]
+    for block in blocks:
+        block.requires_grad_(any(block is t for t in trainable))
+    model.head.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def starting_model(phase: str, config: dict) -> tuple[nn.Module, str | None]:
+    """The phase's starting weights, and the MLflow run it continues (fine-tuning is a child of extraction)."""
+    model = build_model("images", phase, config)
+    if phase == "scratch":
+        return model, None
+    source = load_checkpoint(PRETRAINED if phase == "extract" else MODELS / "extract.pt")
+    if source["config"]["in_channels"] != config["in_channels"] or source["config"]["image_size"] != config["image_size"]:
+        raise PipelineError(f"{PRETRAINED}: its input ({source['config']}) does not match the transfer images ({config})")
+    state = source["state_dict"]
+    if phase == "extract":  # a new classifier layer: the pretrained one answered a different question
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    model.load_state_dict(state, strict=phase == "finetune")
+    return model, source["mlflow_run_id"] if phase == "finetune" else None
+
+
+def main(argv: list[str]) -> None:
+    (phase,) = argv
+    if phase not in ("scratch", "extract", "finetune"):
+        raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
+    params = load_params()
+    task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
+    device, generator = pick_device(params.device), seed_everything(params.seed)
+    data, meta = load_arrays(PREPARED / "transfer" / "data.npz"), read_json(PREPARED / "transfer" / "meta.json")
+    train, val = load_split(data, meta, "train", device), load_split(data, meta, "val", device)
+    config = {"in_channels": meta["in_channels"], "num_classes": len(meta["classes"]), "image_size": meta["image_size"]}
+    model, parent_run_id = starting_model(phase, config)
+    trainable = set_trainable(model.to(device), phase, getattr(cfg, "unfreeze_blocks", 0))
+    print(f"transfer {phase}: {sum(p.numel() for p in trainable):,} of {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters train, on {len(train[0])} labelled images")
+
+    logged = {"device": params.device, "seed": params.seed, "transfer": task_cfg}
+    with tracking.start_run("transfer", phase, phase, logged, parent_run_id=parent_run_id) as run:
+        best, history = fit(model, train, val, nn.CrossEntropyLoss(), cfg, device, generator,
+                            parameters=trainable, log_epoch=tracking.log_epoch)
+        tracking.log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
+        tracking.log_model(model, input_example=train[0][:2].cpu().numpy())
+    save_checkpoint(MODELS / f"{phase}.pt", {
+        "model": phase, "kind": "images", "config": config, "epoch": best["epoch"], "mlflow_run_id": run.info.run_id,
+        "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()}})
+    write_csv(Path("plots") / "transfer" / phase / "history.csv", {k: [h.get(k) for h in history] for k in history[0]})
+    print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {MODELS / phase}.pt")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,61 @@
+"""params.yaml loading: the real file loads; unknown, missing and impossible values name their key."""
+import pytest
+import yaml
+
+from stages.config import ROOT, load_params
+from stages.errors import PipelineError
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def load(tmp_path, raw):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_params(path)
+
+
+def test_the_repository_params_load():
+    params = load_params()
+    assert params.passengers.train.lr > 0
+    assert all(run.task in params.tasks for run in params.runs.values())
+
+
+def test_unknown_key_is_an_error(tmp_path, raw):
+    raw["passengers"]["train"]["learning_rate"] = 0.1
+    with pytest.raises(PipelineError, match=r"unknown key passengers\.train\.learning_rate"):
+        load(tmp_path, raw)
+
+
+def test_missing_key_is_an_error(tmp_path, raw):
+    del raw["temperature"]["preprocess"]["horizon"]
+    with pytest.raises(PipelineError, match=r"missing key temperature\.preprocess\.horizon"):
+        load(tmp_path, raw)
+
+
+@pytest.mark.parametrize("value", [0, -0.01])
+def test_non_positive_lr_names_the_param(tmp_path, raw, value):
+    raw["passengers"]["train"]["lr"] = value
+    with pytest.raises(PipelineError, match=r"passengers\.train\.lr must be > 0"):
+        load(tmp_path, raw)
+
+
+def test_wrong_type_names_the_param(tmp_path, raw):
+    raw["passengers"]["preprocess"]["seq_length"] = "twelve"
+    with pytest.raises(PipelineError, match=r"passengers\.preprocess\.seq_length must be int"):
+        load(tmp_path, raw)
+
+
+def test_unknown_model_name_is_an_error(tmp_path, raw):
+    raw["runs"]["passengers-tcn"] = {"task": "passengers", "model": "tcn"}
+    with pytest.raises(PipelineError, match=r"runs\.passengers-tcn\.model: unknown model 'tcn'"):
+        load(tmp_path, raw)
+
+
+def test_corrupt_yaml_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("passengers: [unclosed\n")
+    with pytest.raises(PipelineError, match="params.yaml: not valid YAML"):
+        load_params(path)

@@ -1,0 +1,139 @@
+"""Image data functions on tiny arrays and a tiny ImageFolder built here."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stages import images
+from stages.errors import PipelineError
+
+
+def test_idx_round_trip_and_corrupt_file(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    images.write_idx(tmp_path / "x.gz", array)
+    np.testing.assert_array_equal(images.read_idx(tmp_path / "x.gz"), array)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(PipelineError, match="bad.gz"):
+        images.read_idx(tmp_path / "bad.gz")
+
+
+def test_truncated_idx_is_an_error(tmp_path):
+    import gzip
+
+    (tmp_path / "short.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])))
+    with pytest.raises(PipelineError, match="truncated"):
+        images.read_idx(tmp_path / "short.gz")
+
+
+def test_stratified_split_holds_out_each_class_in_proportion():
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    keep, held = images.stratified_split(labels, 0.1, np.random.default_rng(0))
+    assert np.bincount(labels[held]).tolist() == [1, 2, 3]
+    assert set(keep) | set(held) == set(range(60)) and not set(keep) & set(held)
+    again = images.stratified_split(labels, 0.1, np.random.default_rng(0))
+    assert np.array_equal(held, again[1])  # seeded: the same split every run
+
+
+def test_few_per_class_picks_exactly_n_and_refuses_tiny_classes():
+    labels = np.repeat([0, 1], [5, 8])
+    picked, rest = images.few_per_class(labels, 3, np.random.default_rng(1))
+    assert np.bincount(labels[picked]).tolist() == [3, 3]
+    assert len(rest) == 7 and not set(picked) & set(rest)
+    with pytest.raises(PipelineError, match="class 0 has 5"):
+        images.few_per_class(labels, 5, np.random.default_rng(1))
+
+
+def test_channel_stats_and_to_tensor_normalise_to_zero_mean_unit_std():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(7, 5, 6, 3), dtype=np.uint8)
+    mean, std = images.channel_stats(rgb)
+    np.testing.assert_allclose(mean, (rgb / 255).mean(axis=(0, 1, 2)), atol=1e-4)
+    x = images.to_tensor(rgb, mean, std)
+    assert x.shape == (7, 3, 5, 6)
+    assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-3 and (x.std(dim=(0, 2, 3)) - 1).abs().max() < 0.02
+    gray = rng.integers(0, 256, size=(4, 8, 8), dtype=np.uint8)
+    assert images.to_tensor(gray, *images.channel_stats(gray)).shape == (4, 1, 8, 8)
+
+
+def augment(x, seed=0, **overrides):
+    settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, jitter=0.0, mean=[0.5], std=[0.5])
+    return images.augment(x, torch.Generator().manual_seed(seed), **(settings | overrides))
+
+
+def test_augment_with_everything_off_is_the_identity():
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    torch.testing.assert_close(augment(x), x, atol=1e-5, rtol=0)
+
+
+def test_augment_draws_per_image_and_is_seeded():
+    x = torch.rand(1, 1, 16, 16).repeat(8, 1, 1, 1) * 2 - 1  # eight copies of one image
+    out = augment(x, flip=True, crop_scale=(0.5, 1.0), rotation=15.0)
+    assert out.shape == x.shape
+    distinct = {tuple(o.flatten().round(decimals=4).tolist()) for o in out}
+    assert len(distinct) == 8  # torchvision v2 on a batch would give one draw for all eight
+    torch.testing.assert_close(out, augment(x, flip=True, crop_scale=(0.5, 1.0), rotation=15.0))
+
+
+def test_flip_mirrors_the_image():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(64, 1, 1, 1) / 16
+    out = augment(x, flip=True, mean=[0.0], std=[1.0])
+    flipped = [torch.allclose(o, x[0].flip(-1), atol=1e-5) for o in out]
+    same = [torch.allclose(o, x[0], atol=1e-5) for o in out]
+    assert all(f or s for f, s in zip(flipped, same)) and 10 < sum(flipped) < 54  # about half flipped
+
+
+def test_jitter_stays_in_pixel_range():
+    x = torch.rand(16, 3, 8, 8)
+    out = augment(x, jitter=0.2, mean=[0.0] * 3, std=[1.0] * 3)
+    assert out.min() >= 0 and out.max() <= 1 and not torch.allclose(out, x)
+
+
+def write_folder(root, counts: dict[str, int]):
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((10, 14, 3), 40 * i, dtype=np.uint8)).save(root / name / f"{i}.jpg")
+
+
+def test_image_cache_resizes_labels_and_skips_broken_files(tmp_path):
+    write_folder(tmp_path, {"daisy": 2, "roses": 3})
+    (tmp_path / "roses" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    x, y, classes, skipped = images.build_image_cache(tmp_path, 8)
+    assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
+    assert y.tolist() == [0, 0, 1, 1, 1] and classes == ["daisy", "roses"]
+    assert skipped == ["roses/broken.jpg"]
+
+
+def test_a_class_without_images_is_an_error(tmp_path):
+    write_folder(tmp_path, {"daisy": 2})
+    (tmp_path / "tulips").mkdir()
+    (tmp_path / "tulips" / "notes.txt").write_text("no image here")
+    with pytest.raises(PipelineError, match="tulips"):
+        images.build_image_cache(tmp_path, 8)
+    with pytest.raises(PipelineError, match="no class folders"):
+        images.build_image_cache(tmp_path / "missing", 8)
+
+
+def test_confusion_matrix_precision_recall():
+    matrix = images.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
+    precision, recall = images.per_class_precision_recall(matrix)
+    np.testing.assert_allclose(precision, [1.0, 1 / 3, 0.0])
+    np.testing.assert_allclose(recall, [0.5, 1.0, 0.0])
+
+
+def test_image_grid_titles_every_image():
+    fig = images.image_grid(np.zeros((7, 4, 4), dtype=np.uint8), [str(i) for i in range(7)], ["green"] * 7, ncols=5)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == [str(i) for i in range(7)] and len(fig.axes) == 10
+
+
+def test_bundled_digits_are_real_labelled_mnist(tmp_path):
+    """The 5,000 offline digits: every class present in MNIST's proportions, 28x28 strokes on black."""
+    from stages.download import bundled_digits
+
+    bundled_digits(tmp_path)
+    x, y = images.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), images.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
+    assert x.shape == (5000, 28, 28) and y.shape == (5000,)
+    assert np.bincount(y, minlength=10).min() > 350  # ~500 per class
+    assert x[:, 0, :].max() == 0 and x.max() == 255  # empty top row, full-intensity strokes

@@ -1,0 +1,191 @@
+"""End to end: the real `dvc repro` on tiny settings in a temp copy of the repo, with a real MLflow store.
+
+Also runs the flowers task through its online path, against a tiny ImageFolder archive served from 127.0.0.1.
+"""
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd, cwd, check=True):
+    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def flower_archive(folder: Path) -> Path:
+    """A tiny flower_photos.tgz in the official layout: 5 class folders of small JPEGs, plus one corrupt file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for c, name in enumerate(["daisy", "dandelion", "roses", "sunflowers", "tulips"]):
+            for i in range(12):
+                pixels = rng.integers(0, 60, (40 + i, 50, 3)) + np.array([40 * c, 200 - 40 * c, 100])
+                jpeg = io.BytesIO()
+                Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(jpeg, format="JPEG")
+                info = tarfile.TarInfo(f"flower_photos/{name}/{i}.jpg")
+                info.size = len(jpeg.getvalue())
+                tar.addfile(info, io.BytesIO(jpeg.getvalue()))
+        info = tarfile.TarInfo("flower_photos/roses/broken.jpg")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"trunc"))
+    path = folder / "flower_photos.tgz"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served")
+    archive = flower_archive(folder)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
+    server.RequestHandlerClass.log_message = lambda *args: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/{archive.name}", hashlib.sha256(archive.read_bytes()).hexdigest()
+    server.shutdown()
+
+
+def tiny_params(params: dict, flowers_url: str, flowers_sha256: str) -> dict:
+    for task in ("passengers", "temperature", "digits", "flowers", "text"):
+        params[task]["train"] |= {"epochs": 2, "patience": 1}
+    for phase in ("scratch", "extract", "finetune"):
+        params["transfer"][phase] |= {"epochs": 2, "patience": 1}
+    params["flowers"]["preprocess"]["image_size"] = 32
+    params["flowers"]["download"] |= {"url": flowers_url, "checksum": f"sha256:{flowers_sha256}"}
+    params["tasks"].append("flowers")
+    for model in ("flower_cnn", "small_cnn"):
+        params["runs"][f"flowers-{model}"] = {"task": "flowers", "model": model}
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, served):
+    """A git repo holding the project's files (not its outputs), with tiny params, after one `dvc repro`."""
+    repo = tmp_path_factory.mktemp("repo")
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()), *served)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    run("git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm tiny", repo)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def stale_stages(repo: Path, *assignments: str) -> set[str]:
+    """Stages `dvc repro` would run after setting params (the edit is undone afterwards)."""
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    for assignment in assignments:
+        key, value = assignment.split("=")
+        *parents, leaf = key.split(".")
+        node = functools.reduce(lambda d, k: d[k], parents, params)
+        node[leaf] = yaml.safe_load(value)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    try:
+        out = run(["dvc", "repro", "--dry"], repo).stdout
+    finally:
+        (repo / "params.yaml").write_text(original)
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def test_every_metrics_file_is_finite(repo):
+    files = sorted((repo / "metrics").rglob("*.json"))
+    assert len(files) >= 20  # 14 models + 3 transfer phases + 6 baseline files
+    for path in files:
+        def numbers(node):
+            return [v for x in node.values() for v in numbers(x)] if isinstance(node, dict) else [node]
+        values = [v for v in numbers(json.loads(path.read_text())) if isinstance(v, (int, float))]
+        assert values and all(math.isfinite(v) for v in values), path
+
+
+def test_second_repro_is_a_no_op(repo):
+    assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo).stdout
+
+
+def test_seq_length_change_reruns_only_that_tasks_preprocess_and_after(repo):
+    expected = {"preprocess@passengers", "baseline@passengers", "plot@passengers"}
+    expected |= {f"{stage}@passengers-{m}" for stage in ("train", "evaluate") for m in ("rnn", "lstm", "gru")}
+    assert stale_stages(repo, "passengers.preprocess.seq_length=6") == expected
+
+
+def test_lr_change_reruns_only_that_tasks_train_and_after(repo):
+    expected = {"plot@passengers"} | {f"{s}@passengers-{m}" for s in ("train", "evaluate") for m in ("rnn", "lstm", "gru")}
+    assert stale_stages(repo, "passengers.train.lr=0.005") == expected
+
+
+def test_finetune_change_reruns_only_the_finetune_phase_and_after(repo):
+    assert stale_stages(repo, "transfer.finetune.unfreeze_blocks=2") == {"finetune", "evaluate_transfer@finetune",
+                                                                          "plot@transfer"}
+
+
+def test_flowers_reports_the_corrupt_file_and_skips_it(repo):
+    meta = json.loads((repo / "data/prepared/flowers/meta.json").read_text())
+    assert meta["skipped"] == ["roses/broken.jpg"]
+    assert meta["sizes"]["train"] + meta["sizes"]["val"] + meta["sizes"]["test"] == 60
+
+
+def test_every_model_is_logged_to_mlflow_with_test_metrics_and_loads(repo):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = {(r.data.tags["task"], r.data.tags["model"]): r
+            for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    assert {("passengers", "lstm"), ("digits", "cnn2"), ("text", "gru"), ("flowers", "small_cnn"),
+            ("transfer", "finetune")} <= set(runs)
+    lstm = runs[("passengers", "lstm")]
+    assert "test_rmse" in lstm.data.metrics and lstm.data.params["passengers.train.lr"] == "0.01"
+    assert len(client.get_metric_history(lstm.info.run_id, "val_loss")) >= 1
+    assert runs[("transfer", "finetune")].data.tags["mlflow.parentRunId"] == runs[("transfer", "extract")].info.run_id
+    model = mlflow.pyfunc.load_model(f"runs:/{lstm.info.run_id}/model")
+    assert model.predict(np.zeros((2, 12, 1), dtype=np.float32)).shape == (2, 1)
+
+
+def test_bad_input_fails_with_one_line_and_leaves_no_partial_output(repo):
+    raw = repo / "data/raw/passengers/airline-passengers.csv"
+    good = raw.read_text()
+    raw.write_text(good.replace(",112", ",nan", 1))
+    try:
+        done = run([sys.executable, "-m", "stages.preprocess", "passengers"], repo, check=False)
+    finally:
+        raw.write_text(good)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and str(raw.relative_to(repo)) in done.stderr and "NaN" in done.stderr
+    assert not list((repo / "data/prepared").rglob(".*.tmp"))
+
+
+def test_dvc_exp_run_names_the_mlflow_run_after_the_experiment(repo):
+    run(["dvc", "exp", "run", "-n", "lr-small", "-S", "passengers.train.lr=0.005"], repo)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("passengers")
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert {"lr-small-rnn", "lr-small-lstm", "lr-small-gru"} <= names
+    assert "lr-small" in run(["dvc", "exp", "show", "--csv"], repo).stdout

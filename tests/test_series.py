@@ -1,0 +1,79 @@
+"""Forecasting preprocessing and baselines on tiny arrays."""
+import numpy as np
+import pytest
+
+from stages import series
+from stages.config import SeriesPreprocess
+from stages.errors import PipelineError
+from stages.preprocess import prepare_series
+
+
+def cfg(**overrides):
+    values = {"seq_length": 3, "horizon": 1, "val_ratio": 0.2, "test_ratio": 0.2, "scaler": "minmax"} | overrides
+    return SeriesPreprocess(**values)
+
+
+def test_chronological_split_keeps_time_order():
+    assert series.chronological_split(10, val_ratio=0.2, test_ratio=0.3) == (5, 7)
+
+
+def test_chronological_split_rejects_a_series_too_short():
+    with pytest.raises(PipelineError, match="too short"):
+        series.chronological_split(3, val_ratio=0.1, test_ratio=0.1)
+
+
+def test_windows_predict_the_value_horizon_steps_after_the_window():
+    values = np.arange(10.0)[:, None]
+    targets = series.target_indices(0, 10, seq_length=3, horizon=2)
+    x, y = series.make_windows(values, targets, seq_length=3, horizon=2)
+    assert targets[0] == 4
+    assert x[0, :, 0].tolist() == [0, 1, 2] and y[0, 0] == 4
+    assert x[-1, :, 0].tolist() == [5, 6, 7] and y[-1, 0] == 9
+
+
+def test_heldout_windows_reach_back_so_every_heldout_step_is_predicted_once():
+    values = np.arange(20.0)
+    arrays, _ = prepare_series(values, cfg(), "passengers")
+    # 20 steps: train [0, 12), val [12, 16), test [16, 20)
+    assert arrays["index_val"].tolist() == [12, 13, 14, 15]
+    assert arrays["index_test"].tolist() == [16, 17, 18, 19]
+    assert arrays["index_train"].min() == 3 and arrays["index_train"].max() == 11
+
+
+def test_scaler_is_fitted_on_the_training_part_only():
+    values = np.arange(20.0)
+    changed = values.copy()
+    changed[12:] *= 100  # held-out values change; the scaled training data must not
+    a, meta_a = prepare_series(values, cfg(), "passengers")
+    b, meta_b = prepare_series(changed, cfg(), "passengers")
+    np.testing.assert_array_equal(a["x_train"], b["x_train"])
+    np.testing.assert_array_equal(a["y_train"], b["y_train"])
+    assert meta_a["scaler"] == meta_b["scaler"] == {"kind": "minmax", "offset": 0.0, "scale": 11.0}
+
+
+def test_standard_scaler_round_trips():
+    values = np.array([1.0, 2.0, 3.0, 10.0])
+    scaler = series.fit_scaler(values[:3], "standard")
+    np.testing.assert_allclose(series.unscale(series.scale(values, scaler), scaler), values)
+    assert scaler["offset"] == pytest.approx(2.0)
+
+
+def test_seq_length_longer_than_the_training_part_names_the_param():
+    with pytest.raises(PipelineError, match=r"passengers\.preprocess\.seq_length=50"):
+        prepare_series(np.arange(40.0), cfg(seq_length=50), "passengers")
+
+
+def test_naive_and_seasonal_naive_baselines():
+    values = np.arange(30.0)
+    targets = np.array([26, 27])
+    assert series.naive_forecast(values, targets, horizon=1).tolist() == [25, 26]
+    assert series.naive_forecast(values, targets, horizon=3).tolist() == [23, 24]
+    assert series.seasonal_naive_forecast(values, targets, horizon=1, season=12).tolist() == [14, 15]
+    assert series.seasonal_naive_forecast(values, targets, horizon=13, season=12).tolist() == [2, 3]
+
+
+def test_forecast_metrics_by_hand():
+    metrics = series.forecast_metrics(np.array([100.0, 200.0]), np.array([110.0, 180.0]))
+    assert metrics["mae"] == pytest.approx(15.0)
+    assert metrics["rmse"] == pytest.approx(np.sqrt((100 + 400) / 2))
+    assert metrics["mape"] == pytest.approx((10 + 10) / 2)

@@ -1,0 +1,64 @@
+"""Model shapes and the shared training loop on tiny tensors."""
+import pytest
+import torch
+from torch import nn
+
+from stages.config import Train
+from stages.models import build_model
+from stages.training import fit, predict, seed_everything
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_recurrent_regressor_output_shape(cell):
+    model = build_model("series", cell, {"input_size": 2, "hidden_size": 8, "num_layers": 2, "dropout": 0.1,
+                                         "output_size": 2})
+    assert model(torch.zeros(5, 7, 2)).shape == (5, 2)
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="unknown model 'tcn'"):
+        build_model("series", "tcn", {})
+
+
+def tiny_problem():
+    x = torch.linspace(0, 1, 64).reshape(32, 2, 1)
+    return (x[:24], x[:24, -1] * 2), (x[24:], x[24:, -1] * 2)
+
+
+def train_once(epochs=20, patience=50):
+    generator = seed_everything(0)
+    model = build_model("series", "gru", {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
+                                          "output_size": 1})
+    cfg = Train(lr=0.05, batch_size=8, epochs=epochs, patience=patience, weight_decay=0.0)
+    best, history = fit(model, *tiny_problem(), nn.MSELoss(), cfg, CPU, generator)
+    return model, best, history
+
+
+def test_fit_learns_and_keeps_the_best_validation_epoch():
+    model, best, history = train_once()
+    val_losses = [h["val_loss"] for h in history]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert best["val_loss"] == min(val_losses)
+    assert best["epoch"] == 1 + val_losses.index(min(val_losses))
+    # The model handed back carries the best weights, not the last epoch's.
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, best["state_dict"][key])
+
+
+def test_reruns_on_cpu_are_identical():
+    _, _, first = train_once()
+    _, _, second = train_once()
+    assert first == second
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement():
+    _, best, history = train_once(epochs=200, patience=3)
+    assert len(history) == best["epoch"] + 3 < 200
+
+
+def test_predict_batches_cover_every_row():
+    model, _, _ = train_once(epochs=2)
+    x = torch.zeros(10, 2, 1)
+    assert predict(model, x, batch_size=3, device=CPU).shape == (10, 1)
