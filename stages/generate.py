@@ -9,7 +9,7 @@ import torch
 
 from stages import text, tracking
 from stages.config import load_params
-from stages.errors import PipelineError, run_stage
+from stages.errors import run_stage
 from stages.evaluate import load_model
 from stages.files import atomic_path, read_json
 from stages.preprocess import PREPARED
@@ -31,12 +31,10 @@ def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
     cfg = params.task(task).generate
-    names = [run.model for run in params.runs.values() if run.task == task]
-    if not names:
-        raise PipelineError(f"params.yaml: runs has no model for task {task}")
+    names = params.trained_models(task)
     meta = read_json(PREPARED / task / "meta.json")
     lines = [f"# {task}: generated continuations", "",
-             f"{cfg.n_words} words after each prompt; `<unk>` marks a word outside the training vocabulary.", ""]
+             f"{cfg.n_words} words after each prompt, never `<unk>` (a word outside the training vocabulary).", ""]
     run_ids = []
     for name in names:
         model, checkpoint = load_model(Path("models") / task / f"{name}.pt", torch.device("cpu"))

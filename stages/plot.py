@@ -46,7 +46,7 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
     else:
         out["accuracy_curves.png"] = figures.learning_curves(histories, "accuracy", f"{task}: accuracy")
     for m in models:
-        predictions = read_columns(Path("plots") / task / m / "predictions.csv")
+        predictions = read_columns(Path("plots") / task / "predictions" / f"{m}.csv")
         index = {c: i for i, c in enumerate(classes)}
         actual = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["actual"]])
         predicted = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["predicted"]])
@@ -87,19 +87,17 @@ def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
     task_cfg = params.task(task)
-    models = list(task_cfg.models) if task == "transfer" else [r.model for r in params.runs.values() if r.task == task]
-    if not models:
-        raise PipelineError(f"params.yaml: runs has no model for task {task}")
+    models = params.trained_models(task)
     meta = read_json(PREPARED / task / "meta.json")
     histories = {m: read_columns(Path("plots") / task / m / "history.csv") for m in models}
-    metrics = {m: read_json(Path("metrics") / task / f"{m}.json") for m in models}
+    metrics = {m: read_json(Path("metrics") / task / "models" / f"{m}.json") for m in models}
     baselines = read_json(Path("metrics") / task / "baselines.json")
     out = {"learning_curves.png": figures.learning_curves(histories, "loss", f"{task}: learning curves")}
     if meta["kind"] == "series":
         base = read_columns(Path("plots") / task / "baselines" / "predictions.csv")
         lines = {f"{b} baseline (RMSE {baselines[b]['rmse']:.3g})": (base[b], ":") for b in baselines}
         for m in models:
-            predicted = read_columns(Path("plots") / task / m / "predictions.csv")["predicted"]
+            predicted = read_columns(Path("plots") / task / "predictions" / f"{m}.csv")["predicted"]
             lines[f"{m} (RMSE {metrics[m]['rmse']:.3g})"] = (predicted, "-")
         out["forecasts.png"] = figures.forecasts(base["time"], base["actual"], lines, meta["unit"],
                                                  f"{task}: test split, actual vs predicted")

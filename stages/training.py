@@ -83,6 +83,9 @@ def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.
     x_train, y_train = train
     optimizer = torch.optim.Adam(model.parameters() if parameters is None else parameters,
                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # cosine: the step size falls smoothly to 0 by the last epoch (Loshchilov & Hutter, SGDR, ICLR 2017), so the
+    # last epochs fine-tune instead of bouncing around the minimum at the full learning rate
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.lr_schedule == "cosine" else None
     best_loss, best_state, best_epoch, waited, history = float("inf"), None, 0, 0, []
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
@@ -103,12 +106,16 @@ def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.
             total += loss.detach() * len(index)  # stays on the device: no per-step .item() sync
             if yb.dtype == torch.long:
                 correct += (out.argmax(1) == yb).sum()
+        lr = optimizer.param_groups[0]["lr"]  # the step size this epoch trained with
+        if scheduler is not None:
+            scheduler.step()
         val_loss, val_accuracy = _loss_and_accuracy(model, loss_fn, *val, cfg.batch_size, device)
         stats = {"epoch": epoch, "train_loss": (total / len(x_train)).item(), "val_loss": val_loss}
         if val_accuracy is not None:
             stats |= {"train_accuracy": (correct / len(x_train)).item(), "val_accuracy": val_accuracy}
         if not np.isfinite(stats["train_loss"]):
             raise PipelineError(f"training diverged at epoch {epoch} (loss {stats['train_loss']}): lower train.lr")
+        stats["lr"] = lr
         history.append(stats)
         if log_epoch is not None:
             log_epoch(stats)
@@ -118,7 +125,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.
             best_state = copy.deepcopy(model.state_dict())
         else:
             waited += 1
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k not in ("epoch", "lr"))
         print(f"epoch {epoch:3d}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
         if waited >= cfg.patience:
             print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best_epoch}")

@@ -27,11 +27,11 @@ def tiny_problem():
     return (x[:24], x[:24, -1] * 2), (x[24:], x[24:, -1] * 2)
 
 
-def train_once(epochs=20, patience=50):
+def train_once(epochs=20, patience=50, lr_schedule="constant"):
     generator = seed_everything(0)
     model = build_model("series", "gru", {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
                                           "output_size": 1})
-    cfg = Train(lr=0.05, batch_size=8, epochs=epochs, patience=patience, weight_decay=0.0)
+    cfg = Train(lr=0.05, batch_size=8, epochs=epochs, patience=patience, weight_decay=0.0, lr_schedule=lr_schedule)
     best, history = fit(model, *tiny_problem(), nn.MSELoss(), cfg, CPU, generator)
     return model, best, history
 
@@ -62,3 +62,11 @@ def test_predict_batches_cover_every_row():
     model, _, _ = train_once(epochs=2)
     x = torch.zeros(10, 2, 1)
     assert predict(model, x, batch_size=3, device=CPU).shape == (10, 1)
+
+
+def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_epochs():
+    _, _, constant = train_once(epochs=10)
+    _, _, cosine = train_once(epochs=10, lr_schedule="cosine")
+    assert [h["lr"] for h in constant] == [0.05] * 10
+    lrs = [h["lr"] for h in cosine]
+    assert lrs[0] == 0.05 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.05 * 0.03

@@ -19,7 +19,7 @@ def train_phase(phase: str, unfreeze_blocks: int = 0) -> tuple[dict, dict]:
     trainable = set_trainable(model, phase, unfreeze_blocks)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    cfg = Train(lr=0.01, batch_size=8, epochs=3, patience=10, weight_decay=0.0)
+    cfg = Train(lr=0.01, batch_size=8, epochs=3, patience=10, weight_decay=0.0, lr_schedule="constant")
     fit(model, (x, y), (x[:8], y[:8]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator, parameters=trainable)
     return before, model.state_dict()
 
