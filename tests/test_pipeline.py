@@ -109,7 +109,9 @@ def stale_stages(repo: Path, *assignments: str) -> set[str]:
         node[leaf] = yaml.safe_load(value)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     try:
-        out = run(["dvc", "repro", "--dry"], repo).stdout
+        # --dry alone lists only the stages whose own deps changed: it cannot know that their outputs will
+        # change. --force-downstream adds everything below them, which is what a real run re-runs.
+        out = run(["dvc", "repro", "--dry", "--force-downstream"], repo).stdout
     finally:
         (repo / "params.yaml").write_text(original)
     return set(re.findall(r"Running stage '([^']+)'", out))
