@@ -12,6 +12,8 @@ from pathlib import Path
 from stages.config import ROOT
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Read once, at import: mlflow.set_tracking_uri() writes this variable itself, so a later look would always find it.
+TEAM_SERVER = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def _store_root() -> Path:
@@ -19,15 +21,15 @@ def _store_root() -> Path:
 
 
 def tracking_uri() -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    if TEAM_SERVER:
+        return TEAM_SERVER
     return f"sqlite:///{_store_root() / 'mlflow.db'}"
 
 
 def _use_experiment(mlflow, task: str) -> None:
     """Select the task's experiment. With the local store its artifacts go to <repo>/mlartifacts/<task>: MLflow's
     default (./mlruns of the current directory) would put a queued experiment's models in its temp copy."""
-    if mlflow.get_experiment_by_name(task) is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if mlflow.get_experiment_by_name(task) is None and not TEAM_SERVER:
         try:
             mlflow.create_experiment(task, artifact_location=(_store_root() / "mlartifacts" / task).as_uri())
         except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
