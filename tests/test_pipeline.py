@@ -167,7 +167,11 @@ def test_every_model_is_logged_to_mlflow_with_test_metrics_and_loads(repo):
     # artifacts live beside mlflow.db, not in ./mlruns of whatever copy (a queued experiment's) ran the stage
     assert lstm.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
     assert runs[("transfer", "finetune")].data.tags["mlflow.parentRunId"] == runs[("transfer", "extract")].info.run_id
-    model = mlflow.pyfunc.load_model(f"runs:/{lstm.info.run_id}/model")
+    mlflow.set_tracking_uri(client.tracking_uri)  # runs:/ URIs resolve through the global tracking URI
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{lstm.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(None)
     assert model.predict(np.zeros((2, 12, 1), dtype=np.float32)).shape == (2, 1)
 
 
