@@ -61,6 +61,21 @@ def confusion(matrix: np.ndarray, classes: list[str], title: str):
     return fig
 
 
+def image_grid(images: np.ndarray, labels: list[str], colors: list[str], ncols: int, title: str = ""):
+    """uint8 images (N, H, W) or (N, H, W, 3) in a grid, each labelled in its colour (green right, red wrong)."""
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label, color in zip(axes.flat, images, labels, colors):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(label, color=color, fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def phase_curves(phases: dict[str, dict], metric: str, title: str):
     """The transfer phases end to end on one axis (the original 'Initial / Fine-Tuning' plot): each phase's
     epochs continue where the previous one stopped, with a line where it starts."""

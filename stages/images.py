@@ -166,17 +166,3 @@ def per_class_precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return (np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0),
             np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0))
 
-
-def image_grid(images: np.ndarray, titles: list[str], colors: list[str], ncols: int):
-    """uint8 images (N, H, W) or (N, H, W, 3) in a grid, each titled in its colour (green right, red wrong)."""
-    from stages.figures import plt
-
-    nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title, color in zip(axes.flat, images, titles, colors):
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(title, color=color, fontsize=10)
-    fig.tight_layout()
-    return fig

@@ -36,7 +36,11 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
     from stages import images
 
     data = load_arrays(PREPARED / task / "data.npz")
-    classes, shown = meta["classes"], slice(0, 25)  # a 5x5 grid, as in the original exercise
+    classes = meta["classes"]
+    # 5x5 grids as in the original exercise, of seeded random images: the splits are stored in label order
+    rng = np.random.default_rng(seed)
+    shown = rng.choice(len(data["y_test"]), size=min(25, len(data["y_test"])), replace=False)
+    shown_train = rng.choice(len(data["y_train"]), size=min(25, len(data["y_train"])), replace=False)
     out = {"accuracy.png": figures.bar_chart({**{b: v["accuracy"] for b, v in baselines.items()},
                                               **{m: metrics[m]["accuracy"] for m in models}},
                                              set(baselines), "test accuracy", f"{task}: models and baselines")}
@@ -52,20 +56,25 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
         predicted = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["predicted"]])
         out[f"confusion_{m}.png"] = figures.confusion(images.confusion_matrix(actual, predicted, len(classes)),
                                                       classes, f"{task} {m}: test confusion matrix")
-        titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[shown], actual[shown])]
-        colors = ["green" if p == a else "red" for p, a in zip(predicted[shown], actual[shown])]
-        out[f"predictions_{m}.png"] = images.image_grid(data["x_test"][shown], titles, colors, ncols=5)
+        # the first few mistakes, if any, then the random sample: a grid of 25 greens would teach nothing
+        picked = np.concatenate([np.flatnonzero(predicted != actual)[:5], shown])
+        picked = picked[np.sort(np.unique(picked, return_index=True)[1])][:len(shown)]
+        titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[picked], actual[picked])]
+        colors = ["green" if p == a else "red" for p, a in zip(predicted[picked], actual[picked])]
+        out[f"predictions_{m}.png"] = figures.image_grid(data["x_test"][picked], titles, colors, ncols=5,
+                                                         title=f"{task} {m}: predicted/actual on test images, red if wrong")
     augment = getattr(getattr(task_cfg, "train", None), "augment", None)
     if augment is not None and augment.enabled:  # what training really sees: 25 augmented training images
         import torch
 
-        x = images.to_tensor(data["x_train"][shown], meta["mean"], meta["std"])
+        x = images.to_tensor(data["x_train"][shown_train], meta["mean"], meta["std"])
         x = images.augment(x, torch.Generator().manual_seed(seed), flip=augment.flip, rotation=augment.rotation,
                            crop_scale=tuple(augment.crop_scale), jitter=augment.jitter, mean=meta["mean"], std=meta["std"])
         mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
         pixels = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        names = [classes[i] for i in data["y_train"][shown]]
-        out["augmentation.png"] = images.image_grid(pixels, names, ["black"] * len(names), ncols=5)
+        names = [classes[i] for i in data["y_train"][shown_train]]
+        out["augmentation.png"] = figures.image_grid(pixels, names, ["black"] * len(names), ncols=5,
+                                                    title=f"{task}: augmented training images, as training sees them")
     return out
 
 

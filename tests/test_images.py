@@ -122,10 +122,14 @@ def test_confusion_matrix_precision_recall():
     np.testing.assert_allclose(recall, [0.5, 1.0, 0.0])
 
 
-def test_image_grid_titles_every_image():
-    fig = images.image_grid(np.zeros((7, 4, 4), dtype=np.uint8), [str(i) for i in range(7)], ["green"] * 7, ncols=5)
+def test_image_grid_labels_every_image_and_keeps_its_own_title():
+    from stages.figures import image_grid
+
+    fig = image_grid(np.zeros((7, 4, 4), dtype=np.uint8), [str(i) for i in range(7)], ["green"] * 7, ncols=5,
+                     title="digits cnn")
     titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titled == [str(i) for i in range(7)] and len(fig.axes) == 10
+    assert fig._suptitle.get_text() == "digits cnn"  # not the last image's label
 
 
 def test_bundled_digits_are_real_labelled_mnist(tmp_path):
