@@ -198,15 +198,39 @@ class Finetune(Train):
 
 
 @dataclass(frozen=True)
+class TransferModel:
+    backbone: str  # "cnn": the digits CNN of train@digits-cnn; "vgg16" / "resnet18": torchvision ImageNet weights
+    input_size: int  # vgg16/resnet18: pixels per side the backbone sees (batches are upsampled to it)
+    hidden_size: int  # vgg16/resnet18: units of the new head's hidden layer
+    dropout: float  # vgg16/resnet18: dropout in the new head
+
+    def __post_init__(self):
+        _require(self.backbone in ("cnn", "vgg16", "resnet18"),
+                 f"backbone must be cnn, vgg16 or resnet18, got {self.backbone!r}")
+        _require(self.input_size >= 32 and self.input_size % 32 == 0,
+                 f"input_size must be a multiple of 32 (VGG16 halves the image 5 times), got {self.input_size}")
+        _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
 class TransferTask:
     download: Download
     preprocess: TransferPreprocess
     baseline: ClassifierBaseline
+    model: TransferModel
     scratch: Train
     extract: Train
     finetune: Finetune
     kind: typing.ClassVar[str] = "images"
     models: typing.ClassVar[tuple] = ("scratch", "extract", "finetune")
+
+    def __post_init__(self):
+        # the digits CNN reads 1-channel digits; ImageNet networks read the 3-channel CIFAR-10 images
+        on_cifar = self.download.source == "url"
+        _require(on_cifar == (self.model.backbone != "cnn"),
+                 f"model.backbone {self.model.backbone} does not fit download.source {self.download.source}: "
+                 "use backbone cnn with source bundled (UCI digits), or vgg16/resnet18 with source url (CIFAR-10)")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,31 @@ def write_idx(path: Path, array: np.ndarray) -> None:
         tmp.write_bytes(gzip.compress(header + array.tobytes(), mtime=0))  # mtime 0: same bytes, same DVC hash
 
 
+def read_cifar10(folder: Path) -> tuple[tuple, tuple, list[str]]:
+    """The official CIFAR-10 python batches -> ((train images, labels), (test images, labels), class names);
+    images uint8 (N, 32, 32, 3). The archive's md5 was checked by the download stage before anything is read."""
+    import pickle
+
+    def load(name: str) -> dict:
+        try:
+            with open(folder / name, "rb") as f:
+                return pickle.load(f, encoding="bytes")
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise PipelineError(f"{folder / name}: missing or corrupt ({err})") from None
+
+    def images_and_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        batches = [load(name) for name in names]
+        pixels = np.concatenate([b[b"data"] for b in batches])  # (N, 3072): 1024 red, 1024 green, 1024 blue
+        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+        if pixels.shape[1:] != (3072,) or len(pixels) != len(labels):
+            raise PipelineError(f"{folder}: batches are not CIFAR-10's 3,072 pixels per labelled image")
+        return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.uint8), labels
+
+    classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
+    train = images_and_labels([f"data_batch_{i}" for i in range(1, 6)])
+    return train, images_and_labels(["test_batch"]), classes
+
+
 def build_image_cache(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Decode every image of an ImageFolder (root/<class>/<file>) once, resized to size x size RGB.
 
@@ -82,14 +107,16 @@ def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
-def few_per_class(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(picked, rest) indices: `per_class` random examples of each class, and everything else."""
+def few_per_class(labels: np.ndarray, per_class: int, rng: np.random.Generator,
+                  keep_rest: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(picked, rest) indices: `per_class` random examples of each class, and everything else (which must not
+    be empty when `keep_rest`: it is the test split)."""
     picked = []
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        if len(members) <= per_class:
-            raise PipelineError(f"class {c} has {len(members)} examples: too few to pick {per_class} per class "
-                                "and keep some for testing")
+        if len(members) < per_class + keep_rest:
+            raise PipelineError(f"class {c} has {len(members)} examples: too few to pick {per_class} per class"
+                                + (" and keep some for testing" if keep_rest else ""))
         picked.append(rng.choice(members, per_class, replace=False))
     picked = np.sort(np.concatenate(picked))
     return picked, np.setdiff1d(np.arange(len(labels)), picked)

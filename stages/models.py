@@ -107,6 +107,59 @@ class SmallCNN(nn.Module):
         return self.head(self.blocks(x))
 
 
+IMAGENET_BACKBONES = ("vgg16", "resnet18")
+
+
+def imagenet_blocks(network: nn.Module) -> nn.Sequential:
+    """The convolutional part of a torchvision VGG16 or ResNet-18, regrouped into 5 blocks that each halve the
+    image (VGG16: conv...conv, pool; ResNet-18: the stem, then layer1..layer4), so unfreezing "the last N
+    blocks" means the same for both. The modules are the network's own: its ImageNet weights come along."""
+    if hasattr(network, "features"):  # VGG16: a block ends at each of the 5 max-pool layers
+        blocks, current = [], []
+        for layer in network.features:
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                blocks.append(nn.Sequential(*current))
+                current = []
+        return nn.Sequential(*blocks)
+    n = network
+    return nn.Sequential(nn.Sequential(n.conv1, n.bn1, n.relu, n.maxpool), n.layer1, n.layer2, n.layer3, n.layer4)
+
+
+class ImageNetClassifier(nn.Module):
+    """A torchvision VGG16 or ResNet-18 body and the original exercise's new head: Flatten, Dense 256, Dropout 0.5,
+    Dense 10. Batches are upsampled to `input_size` on the device (32: CIFAR's own size, as in the original).
+
+    Blocks whose parameters are all frozen stay in eval mode when the model trains, so batch-norm statistics
+    freeze with the weights (as Keras does for a frozen BatchNormalization layer)."""
+
+    def __init__(self, backbone: str, num_classes: int, input_size: int, hidden_size: int, dropout: float):
+        super().__init__()
+        import torchvision
+
+        self.input_size = input_size
+        self.blocks = imagenet_blocks(getattr(torchvision.models, backbone)(weights=None))
+        # VGG16 keeps the 512 x (input/32)^2 feature map as the original's Flatten did (1x1 at 32 px);
+        # ResNet-18 averages it to 512, as it was trained to.
+        pool = [nn.AdaptiveAvgPool2d(1)] if backbone == "resnet18" else []
+        features = 512 if backbone == "resnet18" else 512 * (input_size // 32) ** 2
+        self.head = nn.Sequential(*pool, nn.Flatten(), nn.Linear(features, hidden_size), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(hidden_size, num_classes))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for block in self.blocks:
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W), H = W = 32 for CIFAR-10
+        if x.shape[-1] != self.input_size:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                                          align_corners=False)  # (B, 3, input_size, input_size)
+        return self.head(self.blocks(x))  # (B, num_classes)
+
+
 class RecurrentLanguageModel(nn.Module):
     """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction."""
 
@@ -129,8 +182,10 @@ def build_model(kind: str, name: str, config: dict) -> nn.Module:
         return RecurrentRegressor(name, **config)
     if kind == "text" and name in RECURRENT_CELLS:
         return RecurrentLanguageModel(name, **config)
-    if name in ("cnn", "scratch", "extract", "finetune"):  # the transfer phases all use the digits CNN
+    if name == "cnn":
         return DigitsCNN(**config)
+    if name in IMAGENET_BACKBONES:
+        return ImageNetClassifier(name, **config)
     if name == "cnn2":
         return DigitsCNN2(**config)
     if name == "simple_cnn":

@@ -11,7 +11,7 @@ import numpy as np
 
 from stages import series
 from stages.config import load_params
-from stages.download import RAW, RAW_FILES
+from stages.download import CIFAR_FOLDER, RAW, RAW_FILES
 from stages.errors import PipelineError, run_stage
 from stages.files import save_arrays, write_json
 
@@ -96,20 +96,32 @@ def prepare_images(task: str, cfg) -> tuple[dict, dict]:
         if skipped:
             print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
         arrays = split_images(images, labels, cfg)
-    else:  # transfer: the UCI 8x8 digits, upsampled to look like MNIST
+    elif (folder / CIFAR_FOLDER).exists():  # transfer, online: CIFAR-10 and its official test batch
+        (images, labels), test, classes = images_lib.read_cifar10(folder / CIFAR_FOLDER)
+        arrays = few_labels_split(images, labels, cfg, test)
+    else:  # transfer, offline: the UCI 8x8 digits, upsampled to look like MNIST
         images, labels = read_uci_digits(folder / RAW_FILES[task], cfg.image_size)
-        rng = np.random.default_rng(cfg.split_seed)
-        train, rest = images_lib.few_per_class(labels, cfg.train_per_class, rng)
-        val, test = images_lib.few_per_class(labels[rest], cfg.val_per_class, rng)
-        val, test = rest[val], rest[test]
-        arrays = {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val],
-                  "x_test": images[test], "y_test": labels[test]}
+        arrays = few_labels_split(images, labels, cfg)
     arrays = {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
     mean, std = images_lib.channel_stats(arrays["x_train"])  # training images only
     meta = {"kind": "images", "classes": classes, "mean": mean, "std": std, "in_channels": len(mean),
             "image_size": int(arrays["x_train"].shape[1]), "skipped": skipped,
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta
+
+
+def few_labels_split(images: np.ndarray, labels: np.ndarray, cfg, test=None) -> dict:
+    """train_per_class labelled images per class, val_per_class more for early stopping, and the rest (or the
+    official `test` set when there is one) for the test."""
+    from stages import images as images_lib
+
+    rng = np.random.default_rng(cfg.split_seed)
+    train, rest = images_lib.few_per_class(labels, cfg.train_per_class, rng, keep_rest=test is None)
+    val, unused = images_lib.few_per_class(labels[rest], cfg.val_per_class, rng, keep_rest=test is None)
+    val = rest[val]
+    test_images, test_labels = test if test is not None else (images[rest[unused]], labels[rest[unused]])
+    return {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val],
+            "x_test": test_images, "y_test": test_labels}
 
 
 def read_uci_digits(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,8 @@
-"""Stage transfer: reuse the digits CNN (trained on MNIST by train@digits-cnn) on the UCI 8x8 digits.
+"""Stage transfer: reuse a pretrained network on a new data set with few labels.
 
+Offline (the default) the pretrained network is the digits CNN that train@digits-cnn trains on MNIST, and the
+target is the UCI 8x8 digits. Online (transfer.download.source: url) it is torchvision's ImageNet VGG16 or
+ResNet-18 (transfer.model.backbone) on CIFAR-10, as in the original exercise.
 Three phases, each its own DVC stage, checkpoint and MLflow run:
   scratch   the same CNN from random weights on the same few labels: the number transfer must beat
   extract   feature extraction: the pretrained conv blocks are frozen, a new classifier layer is trained
@@ -16,7 +19,7 @@ from stages import tracking
 from stages.config import load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, load_checkpoint, read_json, save_checkpoint, write_csv
-from stages.models import build_model
+from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks
 from stages.preprocess import PREPARED
 from stages.training import fit, load_split, pick_device, seed_everything
 
@@ -37,13 +40,39 @@ def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int = 0) -> lis
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def starting_model(phase: str, config: dict) -> tuple[nn.Module, str | None]:
+def model_config(model_cfg, meta: dict) -> dict:
+    """Constructor arguments of the transfer network (saved in each phase's checkpoint)."""
+    if model_cfg.backbone in IMAGENET_BACKBONES:
+        return {"num_classes": len(meta["classes"]), "input_size": model_cfg.input_size,
+                "hidden_size": model_cfg.hidden_size, "dropout": model_cfg.dropout}
+    return {"in_channels": meta["in_channels"], "num_classes": len(meta["classes"]), "image_size": meta["image_size"]}
+
+
+def imagenet_weights(backbone: str) -> dict:
+    """torchvision's ImageNet weights of the backbone's blocks; torchvision downloads them once into the torch hub
+    cache (~/.cache/torch), with a progress bar, and checks the hash in the file name."""
+    import torchvision
+
+    weights = {"vgg16": "VGG16_Weights", "resnet18": "ResNet18_Weights"}[backbone]
+    try:
+        network = getattr(torchvision.models, backbone)(weights=getattr(torchvision.models, weights).IMAGENET1K_V1)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
+        raise PipelineError(f"transfer.model.backbone {backbone}: could not get torchvision's ImageNet weights "
+                            f"(needs a network): {str(err).splitlines()[0]}") from None
+    return imagenet_blocks(network).state_dict()
+
+
+def starting_model(phase: str, backbone: str, config: dict) -> tuple[nn.Module, str | None]:
     """The phase's starting weights, and the MLflow run it continues (fine-tuning is a child of extraction)."""
-    model = build_model("images", phase, config)
+    model = build_model("images", backbone, config)
     if phase == "scratch":
         return model, None
+    if phase == "extract" and backbone in IMAGENET_BACKBONES:  # the new head keeps its random weights
+        model.blocks.load_state_dict(imagenet_weights(backbone))
+        return model, None
     source = load_checkpoint(PRETRAINED if phase == "extract" else MODELS / "extract.pt")
-    if source["config"]["in_channels"] != config["in_channels"] or source["config"]["image_size"] != config["image_size"]:
+    if phase == "extract" and (source["config"]["in_channels"], source["config"]["image_size"]) != (
+            config["in_channels"], config["image_size"]):
         raise PipelineError(f"{PRETRAINED}: its input ({source['config']}) does not match the transfer images ({config})")
     state = source["state_dict"]
     if phase == "extract":  # a new classifier layer: the pretrained one answered a different question
@@ -61,8 +90,8 @@ def main(argv: list[str]) -> None:
     device, generator = pick_device(params.device), seed_everything(params.seed)
     data, meta = load_arrays(PREPARED / "transfer" / "data.npz"), read_json(PREPARED / "transfer" / "meta.json")
     train, val = load_split(data, meta, "train", device), load_split(data, meta, "val", device)
-    config = {"in_channels": meta["in_channels"], "num_classes": len(meta["classes"]), "image_size": meta["image_size"]}
-    model, parent_run_id = starting_model(phase, config)
+    config = model_config(task_cfg.model, meta)
+    model, parent_run_id = starting_model(phase, task_cfg.model.backbone, config)
     trainable = set_trainable(model.to(device), phase, getattr(cfg, "unfreeze_blocks", 0))
     print(f"transfer {phase}: {sum(p.numel() for p in trainable):,} of {sum(p.numel() for p in model.parameters()):,} "
           f"parameters train, on {len(train[0])} labelled images")
@@ -74,7 +103,7 @@ def main(argv: list[str]) -> None:
         tracking.log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
         tracking.log_model(model, input_example=train[0][:2].cpu().numpy())
     save_checkpoint(MODELS / f"{phase}.pt", {
-        "model": phase, "kind": "images", "config": config, "epoch": best["epoch"], "mlflow_run_id": run.info.run_id,
+        "model": task_cfg.model.backbone, "kind": "images", "config": config, "epoch": best["epoch"], "mlflow_run_id": run.info.run_id,
         "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()}})
     write_csv(Path("plots") / "transfer" / phase / "history.csv", {k: [h.get(k) for h in history] for k in history[0]})
     print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {MODELS / phase}.pt")

@@ -59,3 +59,11 @@ def test_corrupt_yaml_names_the_file(tmp_path):
     path.write_text("passengers: [unclosed\n")
     with pytest.raises(PipelineError, match="params.yaml: not valid YAML"):
         load_params(path)
+
+
+@pytest.mark.parametrize("backbone, source", [("vgg16", "bundled"), ("cnn", "url")])
+def test_transfer_backbone_must_fit_the_data_source(tmp_path, raw, backbone, source):
+    """The digits CNN reads the 1-channel bundled digits; the ImageNet networks read 3-channel CIFAR-10."""
+    raw["transfer"]["model"]["backbone"], raw["transfer"]["download"]["source"] = backbone, source
+    with pytest.raises(PipelineError, match=rf"transfer\.model\.backbone {backbone} does not fit download\.source {source}"):
+        load(tmp_path, raw)

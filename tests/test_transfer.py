@@ -1,4 +1,8 @@
 """Freezing is real: extract changes only the new head; finetune changes only the last N blocks and the head."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,10 +16,17 @@ from stages.transfer import set_trainable
 CONFIG = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 
 
+@dataclass(frozen=True)
+class Split:  # the fields of params.yaml's transfer.preprocess that the split reads
+    train_per_class: int
+    val_per_class: int
+    split_seed: int
+
+
 def train_phase(phase: str, unfreeze_blocks: int = 0) -> tuple[dict, dict]:
     """(weights before, weights after) a few epochs of the phase on random images."""
     generator = seed_everything(0)
-    model = build_model("images", phase, CONFIG)
+    model = build_model("images", "cnn", CONFIG)
     trainable = set_trainable(model, phase, unfreeze_blocks)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
@@ -44,4 +55,119 @@ def test_scratch_trains_everything():
 
 def test_unfreezing_more_blocks_than_exist_names_the_param():
     with pytest.raises(PipelineError, match=r"transfer\.finetune\.unfreeze_blocks must be in 1\.\.2"):
-        set_trainable(build_model("images", "finetune", CONFIG), "finetune", 3)
+        set_trainable(build_model("images", "cnn", CONFIG), "finetune", 3)
+
+
+# --- the online path: torchvision ImageNet backbones on CIFAR-10 -------------------------------------------
+
+IMAGENET_CONFIG = {"num_classes": 10, "input_size": 32, "hidden_size": 16, "dropout": 0.5}
+
+
+def train_imagenet_phase(backbone: str, phase: str, unfreeze_blocks: int = 0) -> tuple[dict, dict]:
+    """(weights and batch-norm statistics before, after) two epochs of the phase on random 32x32 RGB images."""
+    generator = seed_everything(0)
+    model = build_model("images", backbone, IMAGENET_CONFIG)
+    trainable = set_trainable(model, phase, unfreeze_blocks)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    cfg = Train(lr=0.01, batch_size=4, epochs=2, patience=10, weight_decay=0.0, lr_schedule="constant")
+    fit(model, (x, y), (x[:4], y[:4]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator, parameters=trainable)
+    return before, model.state_dict()
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
+def test_imagenet_backbones_have_five_blocks_and_the_original_head(backbone):
+    model = build_model("images", backbone, IMAGENET_CONFIG)
+    assert len(model.blocks) == 5
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert [m.out_features for m in model.head if isinstance(m, nn.Linear)] == [16, 10]
+
+
+def test_imagenet_classifier_upsamples_to_its_input_size():
+    model = build_model("images", "resnet18", IMAGENET_CONFIG | {"input_size": 64}).eval()
+    seen = []
+    model.blocks[0].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape))
+    model(torch.zeros(1, 3, 32, 32))
+    assert seen == [(1, 3, 64, 64)]
+
+
+def test_resnet_extract_freezes_weights_and_batchnorm_statistics():
+    """BatchNorm running means are buffers, not parameters: a frozen block must not update them either."""
+    assert changed(*train_imagenet_phase("resnet18", "extract")) == {"head"}
+
+
+def test_resnet_finetune_trains_only_the_last_block_and_the_head():
+    assert changed(*train_imagenet_phase("resnet18", "finetune", 1)) == {"blocks.4", "head"}
+
+
+def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch):
+    """A tiny archive in the official layout, served over HTTP: the real download, md5 check, unpacking, reader
+    and few-labels split, with the official test batch as the test split."""
+    import hashlib
+    import io
+    import pickle
+    import tarfile
+
+    from stages import download
+    from stages.config import Download
+    from stages.images import read_cifar10
+    from stages.preprocess import few_labels_split
+    from tests.test_fetch import Server
+
+    rng = np.random.default_rng(0)
+    members = {"batches.meta": {b"label_names": [b"airplane", b"automobile", b"bird"]}}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        members[name] = {b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 0, 1, 2]}
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for name, content in members.items():
+            blob = pickle.dumps(content)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "cifar-10-python.tar.gz").write_bytes(archive.getvalue())
+    monkeypatch.chdir(tmp_path)
+    with Server(served) as server:
+        cfg = Download(source="url", url=server.url("cifar-10-python.tar.gz"),
+                       checksum="md5:" + hashlib.md5(archive.getvalue()).hexdigest())
+        dest = download.RAW / "transfer" / download.CIFAR_FOLDER
+        download.from_url("transfer", cfg, dest)
+
+    (images, labels), test, classes = read_cifar10(dest)
+    assert classes == ["airplane", "automobile", "bird"] and images.shape == (30, 32, 32, 3)
+    # channel-first rows of 1024 red, then green, then blue pixels become (H, W, C)
+    first = members["data_batch_1"][b"data"][0]
+    assert images[0, 0, 1, 2] == first[2 * 1024 + 1] and images[0, 31, 31, 0] == first[1023]
+    split = few_labels_split(images, labels, Split(train_per_class=8, val_per_class=2, split_seed=0), test)
+    assert np.bincount(split["y_train"]).tolist() == [8, 8, 8] and np.bincount(split["y_val"]).tolist() == [2, 2, 2]
+    assert split["x_test"] is test[0]  # the official test batch, not a share of the training images
+
+
+def test_corrupt_cifar_batch_is_named(tmp_path):
+    from stages.images import read_cifar10
+
+    (tmp_path / "batches.meta").write_bytes(b"not a pickle")
+    with pytest.raises(PipelineError, match="batches.meta: missing or corrupt"):
+        read_cifar10(tmp_path)
+
+
+
+def test_imagenet_weights_land_in_the_matching_blocks(tmp_path, monkeypatch):
+    """torchvision's weight file (here a stand-in in the torch hub cache, so no network is needed) is regrouped
+    into our 5 blocks: layer4's first conv is block 4's."""
+    import torchvision
+
+    from stages.transfer import imagenet_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True)
+    saved = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(saved, cached)
+    blocks = imagenet_weights("resnet18")
+    model = build_model("images", "resnet18", IMAGENET_CONFIG)
+    model.blocks.load_state_dict(blocks)  # strict: every key of our blocks is there
+    assert torch.equal(model.blocks[4][0].conv1.weight, saved["layer4.0.conv1.weight"])
+    assert torch.equal(model.blocks[0][1].running_mean, saved["bn1.running_mean"])
