@@ -67,3 +67,20 @@ def test_transfer_backbone_must_fit_the_data_source(tmp_path, raw, backbone, sou
     raw["transfer"]["model"]["backbone"], raw["transfer"]["download"]["source"] = backbone, source
     with pytest.raises(PipelineError, match=rf"transfer\.model\.backbone {backbone} does not fit download\.source {source}"):
         load(tmp_path, raw)
+
+
+def test_readme_params_table_lists_every_param(raw):
+    """The README's table is how users find a knob: a param added to params.yaml must appear there too."""
+    readme = (ROOT / "README.md").read_text()
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if key in ("runs", "url", "checksum", "checksums"):
+                continue  # listed in params.yaml itself, as the README says
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    missing = [key for key in leaves(raw) if f"| `{key}` |" not in readme]
+    assert not missing, f"README params table lacks {missing}"
