@@ -56,8 +56,9 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
         predicted = np.array([index[str(c if isinstance(c, str) else int(c))] for c in predictions["predicted"]])
         out[f"confusion_{m}.png"] = figures.confusion(images.confusion_matrix(actual, predicted, len(classes)),
                                                       classes, f"{task} {m}: test confusion matrix")
-        # the first few mistakes, if any, then the random sample: a grid of 25 greens would teach nothing
-        picked = np.concatenate([np.flatnonzero(predicted != actual)[:5], shown])
+        # up to 5 random mistakes, then the random sample: a grid of 25 greens would teach nothing
+        mistakes = np.random.default_rng(seed).permutation(np.flatnonzero(predicted != actual))[:5]
+        picked = np.concatenate([mistakes, shown])
         picked = picked[np.sort(np.unique(picked, return_index=True)[1])][:len(shown)]
         titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[picked], actual[picked])]
         colors = ["green" if p == a else "red" for p, a in zip(predicted[picked], actual[picked])]
@@ -72,6 +73,7 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
                            crop_scale=tuple(augment.crop_scale), jitter=augment.jitter, mean=meta["mean"], std=meta["std"])
         mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
         pixels = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale as (N, H, W), drawn in grey
         names = [classes[i] for i in data["y_train"][shown_train]]
         out["augmentation.png"] = figures.image_grid(pixels, names, ["black"] * len(names), ncols=5,
                                                     title=f"{task}: augmented training images, as training sees them")
