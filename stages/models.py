@@ -2,6 +2,8 @@
 
 Shapes: B batch, T time steps, F features, H hidden units.
 """
+import types
+
 import torch
 from torch import nn
 
@@ -111,9 +113,10 @@ IMAGENET_BACKBONES = ("vgg16", "resnet18")
 
 
 def imagenet_blocks(network: nn.Module) -> nn.Sequential:
-    """The convolutional part of a torchvision VGG16 or ResNet-18, regrouped into 5 blocks that each halve the
-    image (VGG16: conv...conv, pool; ResNet-18: the stem, then layer1..layer4), so unfreezing "the last N
-    blocks" means the same for both. The modules are the network's own: its ImageNet weights come along."""
+    """The convolutional part of a torchvision VGG16 or ResNet-18, regrouped into 5 blocks, so unfreezing "the
+    last N blocks" means the same for both (VGG16: conv...conv, pool, each halving the image; ResNet-18: the
+    stem, which quarters it, then layer1..layer4). The modules are the network's own: its ImageNet weights
+    come along."""
     if hasattr(network, "features"):  # VGG16: a block ends at each of the 5 max-pool layers
         blocks, current = [], []
         for layer in network.features:
@@ -138,7 +141,11 @@ class ImageNetClassifier(nn.Module):
         import torchvision
 
         self.input_size = input_size
-        self.blocks = imagenet_blocks(getattr(torchvision.models, backbone)(weights=None))
+        if backbone == "vgg16":  # its conv layers only: VGG16's own classifier (120 M weights) would be thrown away
+            network = types.SimpleNamespace(features=torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]))
+        else:
+            network = torchvision.models.resnet18(weights=None)
+        self.blocks = imagenet_blocks(network)
         # VGG16 keeps the 512 x (input/32)^2 feature map as the original's Flatten did (1x1 at 32 px);
         # ResNet-18 averages it to 512, as it was trained to.
         pool = [nn.AdaptiveAvgPool2d(1)] if backbone == "resnet18" else []

@@ -115,6 +115,11 @@ def few_labels_split(images: np.ndarray, labels: np.ndarray, cfg, test=None) -> 
     official `test` set when there is one) for the test."""
     from stages import images as images_lib
 
+    smallest, labelled = int(np.bincount(labels).min()), cfg.train_per_class + cfg.val_per_class
+    if labelled > smallest or (test is None and labelled == smallest):
+        raise PipelineError(f"params.yaml: transfer.preprocess.train_per_class + val_per_class is {labelled}, but the "
+                            f"smallest class has {smallest} images" + ("" if test is not None else
+                                                                      " and some must be left for the test split"))
     rng = np.random.default_rng(cfg.split_seed)
     train, rest = images_lib.few_per_class(labels, cfg.train_per_class, rng, keep_rest=test is None)
     val, unused = images_lib.few_per_class(labels[rest], cfg.val_per_class, rng, keep_rest=test is None)

@@ -171,3 +171,21 @@ def test_imagenet_weights_land_in_the_matching_blocks(tmp_path, monkeypatch):
     model.blocks.load_state_dict(blocks)  # strict: every key of our blocks is there
     assert torch.equal(model.blocks[4][0].conv1.weight, saved["layer4.0.conv1.weight"])
     assert torch.equal(model.blocks[0][1].running_mean, saved["bn1.running_mean"])
+
+
+@pytest.mark.parametrize("train, val, official_test, ok", [(3, 1, True, True), (3, 2, True, False),
+                                                             (2, 1, False, True), (3, 1, False, False)])
+def test_labelled_images_per_class_must_fit_the_smallest_class(train, val, official_test, ok):
+    """4 images per class: with an official test set all 4 may be labelled; without one, some must stay for it."""
+    from stages.preprocess import few_labels_split
+
+    labels = np.repeat(np.arange(3), 4)
+    images = np.zeros((12, 2, 2), dtype=np.uint8)
+    test = (images[:3], labels[:3]) if official_test else None
+    cfg = Split(train_per_class=train, val_per_class=val, split_seed=0)
+    if ok:
+        split = few_labels_split(images, labels, cfg, test)
+        assert len(split["y_train"]) == 3 * train and len(split["y_val"]) == 3 * val
+    else:
+        with pytest.raises(PipelineError, match=r"transfer\.preprocess\.train_per_class \+ val_per_class is"):
+            few_labels_split(images, labels, cfg, test)
