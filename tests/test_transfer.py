@@ -23,15 +23,23 @@ class Split:  # the fields of params.yaml's transfer.preprocess that the split r
     split_seed: int
 
 
-def train_phase(phase: str, unfreeze_blocks: int = 0) -> tuple[dict, dict]:
-    """(weights before, weights after) a few epochs of the phase on random images."""
+IMAGENET_CONFIG = {"num_classes": 10, "input_size": 32, "hidden_size": 16, "dropout": 0.5}
+# per network: its constructor config, the random images' shape, batch size (also the validation size), epochs;
+# the ImageNet networks get fewer, smaller images to keep the unit suite fast
+SETUPS = {"cnn": (CONFIG, (32, 1, 28, 28), 8, 3), "resnet18": (IMAGENET_CONFIG, (8, 3, 32, 32), 4, 2)}
+
+
+def train_phase(phase: str, unfreeze_blocks: int = 0, backbone: str = "cnn") -> tuple[dict, dict]:
+    """(weights and batch-norm statistics before, after) a few epochs of the phase on random images."""
+    config, shape, batch_size, epochs = SETUPS[backbone]
     generator = seed_everything(0)
-    model = build_model("images", "cnn", CONFIG)
+    model = build_model("images", backbone, config)
     trainable = set_trainable(model, phase, unfreeze_blocks)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
-    cfg = Train(lr=0.01, batch_size=8, epochs=3, patience=10, weight_decay=0.0, lr_schedule="constant")
-    fit(model, (x, y), (x[:8], y[:8]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator, parameters=trainable)
+    x, y = torch.randn(*shape), torch.randint(0, 10, (shape[0],))
+    cfg = Train(lr=0.01, batch_size=batch_size, epochs=epochs, patience=10, weight_decay=0.0, lr_schedule="constant")
+    fit(model, (x, y), (x[:batch_size], y[:batch_size]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator,
+        parameters=trainable)
     return before, model.state_dict()
 
 
@@ -60,21 +68,6 @@ def test_unfreezing_more_blocks_than_exist_names_the_param():
 
 # --- the online path: torchvision ImageNet backbones on CIFAR-10 -------------------------------------------
 
-IMAGENET_CONFIG = {"num_classes": 10, "input_size": 32, "hidden_size": 16, "dropout": 0.5}
-
-
-def train_imagenet_phase(backbone: str, phase: str, unfreeze_blocks: int = 0) -> tuple[dict, dict]:
-    """(weights and batch-norm statistics before, after) two epochs of the phase on random 32x32 RGB images."""
-    generator = seed_everything(0)
-    model = build_model("images", backbone, IMAGENET_CONFIG)
-    trainable = set_trainable(model, phase, unfreeze_blocks)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    cfg = Train(lr=0.01, batch_size=4, epochs=2, patience=10, weight_decay=0.0, lr_schedule="constant")
-    fit(model, (x, y), (x[:4], y[:4]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator, parameters=trainable)
-    return before, model.state_dict()
-
-
 @pytest.mark.parametrize("backbone", ["resnet18", "vgg16"])
 def test_imagenet_backbones_have_five_blocks_and_the_original_head(backbone):
     model = build_model("images", backbone, IMAGENET_CONFIG)
@@ -93,11 +86,11 @@ def test_imagenet_classifier_upsamples_to_its_input_size():
 
 def test_resnet_extract_freezes_weights_and_batchnorm_statistics():
     """BatchNorm running means are buffers, not parameters: a frozen block must not update them either."""
-    assert changed(*train_imagenet_phase("resnet18", "extract")) == {"head"}
+    assert changed(*train_phase("extract", backbone="resnet18")) == {"head"}
 
 
 def test_resnet_finetune_trains_only_the_last_block_and_the_head():
-    assert changed(*train_imagenet_phase("resnet18", "finetune", 1)) == {"blocks.4", "head"}
+    assert changed(*train_phase("finetune", 1, backbone="resnet18")) == {"blocks.4", "head"}
 
 
 def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch):
