@@ -6,6 +6,11 @@ class PipelineError(Exception):
     """Bad input (file, param or data): the message names the file or param and says what is wrong."""
 
 
+def one_line(err: object) -> str:
+    """An exception's message on one line (or its type's name when it has none), for `error: ...` messages."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def run_stage(main, argv=None):
     """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2."""
     try:

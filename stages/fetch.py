@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from stages.errors import PipelineError
+from stages.errors import PipelineError, one_line
 
 CHUNK = 1 << 20
 # md5 is accepted only because the official MNIST/CIFAR checksums are published as md5.
@@ -41,10 +41,6 @@ def _parse_checksum(checksum: str, url: str) -> tuple[str, str | None]:
     return algorithm, expected
 
 
-def _one_line(err: object) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def _stream(url: str, out, algorithm: str, label: str) -> str:
     """Copy `url` into the open file `out`, hashing on the way so the file is read only once."""
     digest = hashlib.new(algorithm)
@@ -59,10 +55,10 @@ def _stream(url: str, out, algorithm: str, label: str) -> str:
                     bar.update(len(chunk))
     # HTTPError subclasses URLError, so it must be caught first to report the status code.
     except urllib.error.HTTPError as err:
-        raise PipelineError(f"{url}: {_one_line(err)}; {OFFLINE_HINT}") from err
+        raise PipelineError(f"{url}: {one_line(err)}; {OFFLINE_HINT}") from err
     # URLError (unknown or unreachable host) is an OSError, like a reset or timeout mid-transfer.
     except (OSError, http.client.HTTPException) as err:
-        reason = _one_line(getattr(err, "reason", err))
+        reason = one_line(getattr(err, "reason", err))
         raise PipelineError(f"{url}: host unreachable or transfer failed ({reason}); {OFFLINE_HINT}") from err
     return digest.hexdigest()
 
@@ -114,7 +110,7 @@ def _unpack(archive: Path, into: Path) -> None:
             raise PipelineError(f"{archive}: unsupported archive type, expected .zip, .tar.gz or .tgz")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as err:
         what = "archive does not exist" if not archive.exists() else "corrupt or unreadable archive"
-        raise PipelineError(f"{archive}: {what} ({_one_line(err)})") from err
+        raise PipelineError(f"{archive}: {what} ({one_line(err)})") from err
 
 
 def extract(archive: Path, dest_dir: Path) -> Path:

@@ -17,8 +17,7 @@ from torch import nn
 
 from stages import tracking
 from stages.config import load_params
-from stages.errors import PipelineError, run_stage
-from stages.fetch import _one_line
+from stages.errors import PipelineError, one_line, run_stage
 from stages.files import load_arrays, load_checkpoint, read_json, save_checkpoint, write_csv
 from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks
 from stages.preprocess import PREPARED
@@ -59,7 +58,7 @@ def imagenet_weights(backbone: str) -> dict:
         network = getattr(torchvision.models, backbone)(weights=getattr(torchvision.models, weights).IMAGENET1K_V1)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
         raise PipelineError(f"transfer.model.backbone {backbone}: could not get torchvision's ImageNet weights "
-                            f"(needs a network): {_one_line(err)}") from None
+                            f"(needs a network): {one_line(err)}") from None
     return imagenet_blocks(network).state_dict()
 
 
