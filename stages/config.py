@@ -142,11 +142,15 @@ class Augment:
     crop_scale: tuple[float, ...]  # (min, max) share of the image area kept by the random resized crop
     rotation: float  # degrees, uniform in +-rotation
     jitter: float  # brightness/contrast/saturation factors in [1 - jitter, 1 + jitter]
+    elastic: float  # pixels: largest displacement of the smooth random warp (0: off)
+    elastic_sigma: float  # pixels: width of the Gaussian that smooths the warp
 
     def __post_init__(self):
         _require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
                  f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(self.crop_scale)}")
         _require(0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}")
+        _require(self.elastic >= 0 and self.elastic_sigma > 0,
+                 f"elastic must be >= 0 and elastic_sigma > 0, got {self.elastic} and {self.elastic_sigma}")
 
 
 @dataclass(frozen=True)

@@ -62,17 +62,24 @@ def confusion(matrix: np.ndarray, classes: list[str], title: str):
 
 
 def image_grid(images: np.ndarray, labels: list[str], colors: list[str], ncols: int, title: str = ""):
-    """uint8 images (N, H, W) or (N, H, W, 3) in a grid, each labelled in its colour (green right, red wrong)."""
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, label, color in zip(axes.flat, images, labels, colors):
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(label, color=color, fontsize=10)
+    """uint8 images (N, H, W) or (N, H, W, 3) tiled into one picture on white paper, each labelled above in its
+    colour (green right, red wrong). One axes for the whole grid: 25 small titled axes took matplotlib ~1.5 s a
+    figure to lay out and save, this takes ~0.3 s."""
+    n, height, width = images.shape[:3]
+    nrows = -(-n // ncols)
+    label_space, gap = height // 3, width // 8  # room above each image for its label, and between columns
+    cell_h, cell_w = height + label_space, width + gap
+    canvas = np.full((nrows * cell_h, ncols * cell_w) + images.shape[3:], 255, dtype=np.uint8)
+    inches_per_pixel = 2 / width  # every image 2 inches wide, as in the original exercise's grids
+    fig, ax = plt.subplots(figsize=(canvas.shape[1] * inches_per_pixel, canvas.shape[0] * inches_per_pixel))
+    for i, (image, label, color) in enumerate(zip(images, labels, colors)):
+        top, left = (i // ncols) * cell_h + label_space, (i % ncols) * cell_w
+        canvas[top : top + height, left : left + width] = image
+        ax.text(left + width / 2, top - 0.5, label, color=color, fontsize=10, ha="center", va="bottom")
+    ax.imshow(canvas, cmap="gray" if images.ndim == 3 else None, vmin=0, vmax=255)
+    ax.axis("off")
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(title)
     return fig
 
 

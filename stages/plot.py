@@ -34,6 +34,7 @@ def read_columns(path: Path) -> dict[str, list]:
 
 def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histories, seed) -> dict:
     from stages import images
+    from stages.train import augmenter
 
     data = load_arrays(PREPARED / task / "data.npz")
     classes = meta["classes"]
@@ -64,13 +65,12 @@ def classifier_figures(task, task_cfg, models, meta, metrics, baselines, histori
         colors = ["green" if p == a else "red" for p, a in zip(predicted[picked], actual[picked])]
         out[f"predictions_{m}.png"] = figures.image_grid(data["x_test"][picked], titles, colors, ncols=5,
                                                          title=f"{task} {m}: predicted/actual on test images, red if wrong")
-    augment = getattr(getattr(task_cfg, "train", None), "augment", None)
-    if augment is not None and augment.enabled:  # what training really sees: 25 augmented training images
+    augment = augmenter(task_cfg.train, meta) if hasattr(task_cfg, "train") else None
+    if augment is not None:  # what training really sees: 25 augmented training images
         import torch
 
         x = images.to_tensor(data["x_train"][shown_train], meta["mean"], meta["std"])
-        x = images.augment(x, torch.Generator().manual_seed(seed), flip=augment.flip, rotation=augment.rotation,
-                           crop_scale=tuple(augment.crop_scale), jitter=augment.jitter, mean=meta["mean"], std=meta["std"])
+        x = augment(x, torch.Generator().manual_seed(seed))
         mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
         pixels = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale as (N, H, W), drawn in grey

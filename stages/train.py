@@ -39,7 +39,8 @@ def augmenter(cfg, meta: dict):
 
     a = cfg.augment
     return lambda x, generator: augment(x, generator, flip=a.flip, crop_scale=tuple(a.crop_scale),
-                                        rotation=a.rotation, jitter=a.jitter, mean=meta["mean"], std=meta["std"])
+                                        rotation=a.rotation, jitter=a.jitter, elastic=a.elastic,
+                                        elastic_sigma=a.elastic_sigma, mean=meta["mean"], std=meta["std"])
 
 
 def main(argv: list[str]) -> None:

@@ -81,6 +81,11 @@ def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
     x_train, y_train = train
+    # Image batches in channels-last memory: oneDNN's CPU convolutions run 10-20% faster on it (bench/train_loop.py)
+    # and it is the layout tensor cores want under autocast on CUDA. Results are the same up to float rounding.
+    channels_last = x_train.dim() == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters() if parameters is None else parameters,
                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
     # cosine: the step size falls smoothly to 0 by the last epoch (Loshchilov & Hutter, SGDR, ICLR 2017), so the
@@ -97,6 +102,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.
             xb, yb = x_train[index], y_train[index]
             if augment is not None:
                 xb = augment(xb, generator)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with _autocast(device):
                 out = model(xb)
                 loss = loss_fn(out.float(), yb)

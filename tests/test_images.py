@@ -56,7 +56,7 @@ def test_channel_stats_and_to_tensor_normalise_to_zero_mean_unit_std():
 
 
 def augment(x, seed=0, **overrides):
-    settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, jitter=0.0, mean=[0.5], std=[0.5])
+    settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, jitter=0.0, elastic=0.0, mean=[0.5], std=[0.5])
     return images.augment(x, torch.Generator().manual_seed(seed), **(settings | overrides))
 
 
@@ -86,6 +86,27 @@ def test_jitter_stays_in_pixel_range():
     x = torch.rand(16, 3, 8, 8)
     out = augment(x, jitter=0.2, mean=[0.0] * 3, std=[1.0] * 3)
     assert out.min() >= 0 and out.max() <= 1 and not torch.allclose(out, x)
+
+
+def test_elastic_field_is_smooth_seeded_and_peaks_at_alpha():
+    field = images.elastic_field(4, 28, 28, alpha=2.0, sigma=4.0, generator=torch.Generator().manual_seed(0))
+    assert field.shape == (4, 28, 28, 2)
+    pixels = field * torch.tensor([28 / 2, 28 / 2])  # back from grid units to pixels
+    assert torch.allclose(pixels.abs().amax(dim=(1, 2, 3)), torch.full((4,), 2.0))
+    # smooth: neighbouring pixels move almost together, unlike the raw noise it was blurred from
+    assert (pixels[:, 1:] - pixels[:, :-1]).abs().max() < 0.5
+    torch.testing.assert_close(field, images.elastic_field(4, 28, 28, 2.0, 4.0, torch.Generator().manual_seed(0)))
+
+
+def test_elastic_warp_moves_strokes_but_keeps_their_ink():
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a vertical bar, as in a 1
+    out = augment(x, elastic=2.0, mean=[0.0], std=[1.0])
+    assert not torch.allclose(out, x, atol=1e-3)
+    ink = out.sum(dim=(1, 2, 3))
+    assert ((ink / x.sum(dim=(1, 2, 3)) - 1).abs() < 0.3).all()  # squeezed or stretched here and there, not lost
+    columns = (out.sum(dim=(1, 2)) * torch.arange(28.0)).sum(dim=1) / ink
+    assert ((columns - 13.5).abs() < 2.0).all()  # no stroke moves further than elastic's 2 pixels
 
 
 def write_folder(root, counts: dict[str, int]):
@@ -127,9 +148,20 @@ def test_image_grid_labels_every_image_and_keeps_its_own_title():
 
     fig = image_grid(np.zeros((7, 4, 4), dtype=np.uint8), [str(i) for i in range(7)], ["green"] * 7, ncols=5,
                      title="digits cnn")
-    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titled == [str(i) for i in range(7)] and len(fig.axes) == 10
-    assert fig._suptitle.get_text() == "digits cnn"  # not the last image's label
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == [str(i) for i in range(7)]
+    assert ax.get_title() == "digits cnn"  # not the last image's label
+    assert ax.get_images()[0].get_array().shape == (2 * (4 + 1), 5 * (4 + 0))  # 2 rows, 5 columns of 4x4 images
+
+
+def test_image_grid_keeps_colour_images_in_colour():
+    from stages.figures import image_grid
+
+    rgb = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # red
+    fig = image_grid(rgb, ["a", "b", "c"], ["green"] * 3, ncols=3)
+    canvas = fig.axes[0].get_images()[0].get_array()
+    assert canvas.shape[2] == 3 and (canvas[canvas.shape[0] - 1, 0] == [200, 0, 0]).all()
 
 
 def test_bundled_digits_are_real_labelled_mnist(tmp_path):
