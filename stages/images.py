@@ -148,7 +148,8 @@ def to_tensor(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_scale: tuple[float, float],
             rotation: float, jitter: float, mean: list[float], std: list[float], elastic: float = 0.0,
             elastic_sigma: float = 4.0) -> torch.Tensor:
-    """A new random flip, resized crop, rotation and colour jitter for every image of the batch x (B, C, H, W).
+    """A new random flip, resized crop, rotation, elastic warp and colour jitter for every image of the batch
+    x (B, C, H, W).
 
     torchvision's v2 transforms on a batched tensor draw once for the whole batch; here each image gets its own
     draw, and all geometry is one affine_grid/grid_sample call. Random numbers come from `generator` on the CPU,
