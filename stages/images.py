@@ -146,8 +146,8 @@ def to_tensor(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_scale: tuple[float, float],
-            rotation: float, jitter: float, mean: list[float], std: list[float], elastic: float = 0.0,
-            elastic_sigma: float = 4.0) -> torch.Tensor:
+            rotation: float, elastic: float, elastic_sigma: float, jitter: float, mean: list[float],
+            std: list[float]) -> torch.Tensor:
     """A new random flip, resized crop, rotation, elastic warp and colour jitter for every image of the batch
     x (B, C, H, W).
 

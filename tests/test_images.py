@@ -56,7 +56,8 @@ def test_channel_stats_and_to_tensor_normalise_to_zero_mean_unit_std():
 
 
 def augment(x, seed=0, **overrides):
-    settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, jitter=0.0, elastic=0.0, mean=[0.5], std=[0.5])
+    settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, elastic=0.0, elastic_sigma=4.0, jitter=0.0,
+                    mean=[0.5], std=[0.5])
     return images.augment(x, torch.Generator().manual_seed(seed), **(settings | overrides))
 
 
