@@ -21,3 +21,19 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     logged = client.get_run(run.info.run_id)
     assert logged.info.run_name == "workspace-lstm" and logged.data.params == {"lr": "0.01"}
     assert logged.data.tags["dvc_stage"] == "train@passengers-lstm"
+
+
+def test_log_model_round_trips_without_the_pickle_warning(tmp_path, monkeypatch, capfd):
+    import torch
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    model = torch.nn.Linear(3, 2)
+    example = torch.ones(2, 3)
+    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}) as run:
+        tracking.log_model(model, input_example=example.numpy())
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    mlflow.set_tracking_uri(None)
+    assert torch.allclose(torch.as_tensor(loaded.predict(example.numpy())), model(example).detach())
+    assert "Pickle" not in capfd.readouterr().err
