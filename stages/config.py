@@ -188,6 +188,7 @@ class TransferPreprocess:
     split_seed: int  # seeds which images are the labelled ones
 
     def __post_init__(self):
+        _require(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
         _require(self.train_per_class >= 1, f"train_per_class must be >= 1, got {self.train_per_class}")
         _require(self.val_per_class >= 1, f"val_per_class must be >= 1, got {self.val_per_class}")
 

@@ -145,6 +145,15 @@ def to_tensor(images: np.ndarray, mean: list[float], std: list[float]) -> torch.
     return ((x.float() / 255 - mean) / std).contiguous()
 
 
+def resize(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) images -> (N, size, size), bilinear with antialiasing; unchanged when already that size."""
+    if images.shape[1:3] == (size, size):
+        return images
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_scale: tuple[float, float],
             rotation: float, elastic: float, elastic_sigma: float, jitter: float, mean: list[float],
             std: list[float]) -> torch.Tensor:

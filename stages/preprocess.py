@@ -38,6 +38,10 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{path}: corrupt or unexpected CSV ({str(err).splitlines()[0]})") from None
     if values.isna().any():
         raise PipelineError(f"{path}: {int(values.isna().sum())} NaN values in column {value_col!r}")
+    if not np.isfinite(values).all():
+        raise PipelineError(f"{path}: {int((~np.isfinite(values)).sum())} infinite values in column {value_col!r}")
+    if not times.is_monotonic_increasing or times.duplicated().any():  # else the split would not be chronological
+        raise PipelineError(f"{path}: column {time_col!r} is not in increasing time order without repeats")
     values.index = times
     if resample:
         hourly = values.resample(resample).mean()
@@ -91,6 +95,7 @@ def prepare_images(task: str, cfg) -> tuple[dict, dict]:
         if (folder / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
             test = images_lib.read_idx(folder / "t10k-images-idx3-ubyte.gz"), images_lib.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
         arrays = split_images(*train, cfg, test)
+        arrays = {k: images_lib.resize(v, cfg.image_size) if k.startswith("x") else v for k, v in arrays.items()}
     elif task == "flowers":
         images, labels, classes, skipped = images_lib.build_image_cache(folder / RAW_FILES[task], cfg.image_size)
         if skipped:
@@ -138,6 +143,8 @@ def read_uci_digits(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     except (OSError, ValueError, EOFError) as err:
         raise PipelineError(f"{path}: corrupt or unreadable ({str(err).splitlines()[0]})") from None
+    if table.ndim != 2 or table.shape[1] != 65:
+        raise PipelineError(f"{path}: expected rows of 64 pixels and a label, got shape {table.shape}")
     pixels = torch.from_numpy(table[:, :64].reshape(-1, 1, 8, 8) / 16 * 255)
     # MNIST centres each digit in a 20x20 box inside 28x28 (LeCun et al.); doing the same keeps the strokes
     # where the pretrained filters expect them.
@@ -164,6 +171,10 @@ def prepare_text(task: str, cfg) -> tuple[dict, dict]:
         if split == "train":  # the n-gram baselines count words in these lines
             arrays["train_tokens"] = np.array([i for line in encoded for i in line], dtype=np.int64)
             arrays["train_line_lengths"] = np.array([len(line) for line in encoded], dtype=np.int64)
+    empty = [split for split in splits if len(arrays[f"y_{split}"]) == 0]
+    if empty:
+        raise PipelineError(f"params.yaml: {task}.preprocess.max_len={cfg.max_len} leaves no {'/'.join(empty)} "
+                            f"sequences ({cfg.sequences} mode): lower max_len or raise val_ratio/test_ratio")
     meta = {"kind": "text", "vocab": vocab, "max_len": cfg.max_len, "documents": len(documents),
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta

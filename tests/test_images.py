@@ -174,3 +174,12 @@ def test_bundled_digits_are_real_labelled_mnist(tmp_path):
     assert x.shape == (5000, 28, 28) and y.shape == (5000,)
     assert np.bincount(y, minlength=10).min() > 350  # ~500 per class
     assert x[:, 0, :].max() == 0 and x.max() == 255  # empty top row, full-intensity strokes
+
+
+def test_resize_changes_only_the_size():
+    digits = np.zeros((2, 28, 28), dtype=np.uint8)
+    digits[1] = 200
+    assert images.resize(digits, 28) is digits
+    small = images.resize(digits, 14)
+    assert small.shape == (2, 14, 14) and small.dtype == np.uint8
+    assert small[0].max() == 0 and (small[1] == 200).all()  # flat images stay flat

@@ -5,7 +5,7 @@ import pytest
 from stages import series
 from stages.config import SeriesPreprocess
 from stages.errors import PipelineError
-from stages.preprocess import prepare_series
+from stages.preprocess import prepare_series, read_series
 
 
 def cfg(**overrides):
@@ -77,3 +77,17 @@ def test_forecast_metrics_by_hand():
     assert metrics["mae"] == pytest.approx(15.0)
     assert metrics["rmse"] == pytest.approx(np.sqrt((100 + 400) / 2))
     assert metrics["mape"] == pytest.approx((10 + 10) / 2)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("1949-02,118\n1949-01,112\n1949-03,132\n", "not in increasing time order"),
+    ("1949-01,112\n1949-01,118\n1949-02,132\n", "not in increasing time order"),
+    ("1949-01,112\n1949-02,inf\n1949-03,132\n", "1 infinite values"),
+])
+def test_a_series_out_of_order_or_infinite_is_refused_naming_the_file(tmp_path, rows, message):
+    path = tmp_path / "passengers.csv"
+    path.write_text("Month,Passengers\n" + rows)
+    with pytest.raises(PipelineError, match=f"passengers.csv: .*{message}"):
+        read_series(path, "passengers")
+    path.write_text("Month,Passengers\n1949-01,112\n1949-02,118\n")
+    assert read_series(path, "passengers")[1].tolist() == [112.0, 118.0]

@@ -168,3 +168,13 @@ def test_prepare_text_and_baselines_end_to_end(tmp_path, monkeypatch):
     metrics, columns = text_baselines(arrays, meta, TextBaseline(bigram_weight=0.9))
     assert metrics["bigram"]["top1_accuracy"] == 1.0 > metrics["unigram"]["top1_accuracy"]
     assert columns["actual"][:3] == ["법", "앞에", "평등하다"]
+
+
+def test_max_len_that_leaves_a_split_without_sequences_names_the_param(tmp_path, monkeypatch):
+    corpus = tmp_path / "text" / "corpus"
+    corpus.mkdir(parents=True)
+    (corpus / "a.txt").write_text("\n".join(["국민은 법 앞에 평등하다"] * 10) + "\n", encoding="utf-8")
+    monkeypatch.setattr("stages.preprocess.RAW", tmp_path)
+    cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="window", max_len=30, val_ratio=0.1, test_ratio=0.1)
+    with pytest.raises(PipelineError, match="text.preprocess.max_len=30 leaves no val/test sequences"):
+        prepare_text("text", cfg)

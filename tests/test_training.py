@@ -5,7 +5,8 @@ from torch import nn
 
 from stages.config import Train
 from stages.models import build_model
-from stages.training import fit, predict, seed_everything
+from stages.errors import PipelineError
+from stages.training import fit, pick_device, predict, seed_everything, uses_bf16
 
 CPU = torch.device("cpu")
 
@@ -70,3 +71,35 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_epochs():
     assert [h["lr"] for h in constant] == [0.05] * 10
     lrs = [h["lr"] for h in cosine]
     assert lrs[0] == 0.05 and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.05 * 0.03
+
+
+def fit_with_validation(val):
+    model = build_model("series", "gru", {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0,
+                                          "output_size": 1})
+    cfg = Train(lr=0.05, batch_size=8, epochs=5, patience=2, weight_decay=0.0, lr_schedule="constant")
+    return fit(model, tiny_problem()[0], val, nn.MSELoss(), cfg, CPU, seed_everything(0))
+
+
+def test_an_empty_validation_split_is_one_clear_error():
+    train = tiny_problem()[0]
+    with pytest.raises(PipelineError, match="validation split is empty"):
+        fit_with_validation((train[0][:0], train[1][:0]))
+
+
+def test_a_validation_loss_that_is_never_finite_is_one_clear_error():
+    x, y = tiny_problem()[1]
+    with pytest.raises(PipelineError, match="validation loss was never finite in 2 epochs"):
+        fit_with_validation((x, torch.full_like(y, float("nan"))))
+
+
+def test_bf16_autocast_only_for_image_batches_on_cuda():
+    cuda = torch.device("cuda")
+    assert uses_bf16(cuda, torch.zeros(2, 1, 8, 8))
+    assert not uses_bf16(cuda, torch.zeros(2, 5, 1))  # forecasts and word logits keep float32
+    assert not uses_bf16(CPU, torch.zeros(2, 1, 8, 8))
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_asking_for_mps_without_it_names_the_param():
+    with pytest.raises(PipelineError, match="device is mps"):
+        pick_device("mps")
