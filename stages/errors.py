@@ -12,16 +12,21 @@ def one_line(err: object) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def run_stage(main, argv=None):
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2.
+def run_stage(main, usage: str, argv=None):
+    """Run a stage's main(); a wrong number of arguments (against `usage`, e.g. "python -m stages.train <task>
+    <model>") or a PipelineError becomes one line on stderr and exit code 2.
 
     A finished stage leaves with os._exit: the interpreter's own teardown of torch and MLflow (thousands of
     modules) took 1.5-3 s per stage, over 80 s of a full `dvc repro`, after every output was already written.
     Nothing is lost by skipping it: outputs are renamed into place by atomic_path, MLflow runs are closed by
     their `with` blocks, and the streams are flushed here.
     """
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != len(usage.split()) - 3:  # the words after "python -m stages.<name>"
+        print(f"usage: {usage}", file=sys.stderr)
+        sys.exit(2)
     try:
-        main(sys.argv[1:] if argv is None else argv)
+        main(argv)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
