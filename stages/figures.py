@@ -1,9 +1,22 @@
 """Figures of the reports: plain data in, a matplotlib Figure out. The plot stage does the file I/O."""
+from dataclasses import dataclass
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Results:
+    """What the earlier stages wrote about one task, as the plot stage reads it back."""
+    task: str
+    metrics: dict  # model -> its test metrics (metrics/<task>/models/<model>.json)
+    baselines: dict  # baseline -> its test metrics
+    histories: dict  # model -> columns of its history.csv, as floats
+    predictions: dict  # model -> columns of its test predictions csv, as strings
+    baseline_predictions: dict  # columns of the baselines' predictions csv, as strings
 
 
 def learning_curves(histories: dict[str, dict], metric: str, title: str):

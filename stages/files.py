@@ -49,6 +49,16 @@ def write_csv(path: Path, columns: dict) -> None:
         writer.writerows(zip(*columns.values()))
 
 
+def read_columns(path: Path) -> dict[str, list[str]]:
+    """A CSV written by write_csv, as {column: values}; values stay strings (the reader knows which are numbers)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run the stage that makes it: dvc repro)") from None
+    return {k: [row[k] for row in rows] for k in (rows[0] if rows else {})}
+
+
 def save_arrays(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

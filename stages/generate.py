@@ -3,22 +3,18 @@
 Writes plots/<task>/samples.md (the plot stage puts it in the task's report) and logs it to each model's run.
 Usage: python -m stages.generate text
 """
-from pathlib import Path
-
 import torch
 
-from stages import text, tracking
-from stages.config import load_params
-from stages.errors import run_stage
-from stages.evaluate import load_model
+from stages import paths, text, tracking
+from stages.config import TextTask, load_params
+from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, read_json
-from stages.preprocess import PREPARED
+from stages.training import load_trained
 
 
 def continuations(model, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:
     """Greedy and temperature-sampled continuations of one prompt; the sample is seeded, so reruns match."""
-    index = {word: i for i, word in enumerate(vocab)}
-    ids = [index.get(word, 1) for word in text.tokenize(prompt)]  # 1 is <unk>
+    ids = text.encode([text.tokenize(prompt)], vocab)[0]
     with torch.no_grad():
         next_logits = lambda x: model(x)  # noqa: E731  (B, T) ids -> (B, V) logits
         greedy = text.generate(next_logits, ids, cfg.n_words, 0.0, torch.Generator().manual_seed(seed), max_len)
@@ -30,14 +26,16 @@ def continuations(model, prompt: str, vocab: list[str], cfg, max_len: int, seed:
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    cfg = params.task(task).generate
-    names = params.trained_models(task)
-    meta = read_json(PREPARED / task / "meta.json")
+    task_cfg = params.task(task)
+    if not isinstance(task_cfg, TextTask):
+        raise PipelineError(f"generate continues text; {task} is a {task_cfg.kind} task")
+    cfg = task_cfg.generate
+    meta = read_json(paths.prepared_meta(task))
     lines = [f"# {task}: generated continuations", "",
              f"{cfg.n_words} words after each prompt, never `<unk>` (a word outside the training vocabulary).", ""]
     run_ids = []
-    for name in names:
-        model, checkpoint = load_model(Path("models") / task / f"{name}.pt", torch.device("cpu"))
+    for name in params.trained_models(task):
+        model, checkpoint = load_trained(task, name, task_cfg.kind, torch.device("cpu"))
         run_ids.append(checkpoint["mlflow_run_id"])
         lines += [f"## {name}", "", "| prompt | mode | continuation |", "|---|---|---|"]
         for prompt in cfg.prompts:
@@ -45,13 +43,12 @@ def main(argv: list[str]) -> None:
                 lines.append(f"| {prompt} | {mode} | {words} |")
                 print(f"{name:5s} {mode:16s} {prompt} → {words}")
         lines.append("")
-    out = Path("plots") / task / "samples.md"
-    with atomic_path(out) as tmp:
+    with atomic_path(paths.samples(task)) as tmp:
         tmp.write_text("\n".join(lines))
     for run_id in run_ids:
         with tracking.resume_run(run_id) as run:
             if run is not None:
-                tracking.log_artifacts([out], folder="samples")
+                tracking.log_artifacts([paths.samples(task)], folder="samples")
 
 
 if __name__ == "__main__":

@@ -1,99 +1,168 @@
-"""Image data functions: IDX files, an ImageFolder decoded once into a uint8 cache, splits, normalisation,
-per-image augmentation on whole batches, and the confusion matrix. Arrays in, arrays out; stages do the I/O."""
-import gzip
-import math
-from pathlib import Path
-
+"""The image-classification kind (digits, flowers, transfer): prepare, baselines, tensors, score and figures,
+the functions every kind module has, plus the pure array functions they use (splits, normalisation, the
+confusion matrix). Arrays in, arrays out; stages do the I/O."""
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stages import figures as draw
+from stages import imagefiles, paths
+from stages.augment import augment
+from stages.config import ImageTask, TransferPreprocess
 from stages.errors import PipelineError
-from stages.files import atomic_path
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """A gzipped IDX file (the MNIST format, http://yann.lecun.com/exdb/mnist/) of unsigned bytes."""
-    try:
-        raw = gzip.decompress(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found (run: dvc repro)") from None
-    except (OSError, EOFError) as err:
-        raise PipelineError(f"{path}: corrupt gzip file ({err})") from None
-    ndim = raw[3] if len(raw) >= 4 else 0
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 4:
-        raise PipelineError(f"{path}: not an IDX file of unsigned bytes")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(shape):
-        raise PipelineError(f"{path}: truncated IDX file ({data.size} bytes for shape {shape})")
-    return data.reshape(shape).copy()
+def prepare(task: str, cfg) -> tuple[dict, dict]:
+    """Stratified seeded splits (few labels per class for transfer), kept as uint8; normalised when loaded, with
+    the training split's mean and std. Flowers are decoded and resized once, here."""
+    skipped, classes = [], [str(d) for d in range(10)]
+    if task == "digits":
+        train = imagefiles.read_idx(paths.raw_file(task)), imagefiles.read_idx(paths.raw(task) / "train-labels-idx1-ubyte.gz")
+        test = None
+        if (paths.raw(task) / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
+            test = (imagefiles.read_idx(paths.raw(task) / "t10k-images-idx3-ubyte.gz"),
+                    imagefiles.read_idx(paths.raw(task) / "t10k-labels-idx1-ubyte.gz"))
+        arrays = split_images(*train, cfg, test)
+        arrays = {k: resize(v, cfg.image_size) if k.startswith("x") else v for k, v in arrays.items()}
+    elif task == "flowers":
+        images, labels, classes, skipped = imagefiles.build_image_cache(paths.raw_file(task), cfg.image_size)
+        if skipped:
+            print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
+        arrays = split_images(images, labels, cfg)
+    elif (paths.raw(task) / paths.CIFAR_FOLDER).exists():  # transfer, online: CIFAR-10 and its official test batch
+        (images, labels), test, classes = imagefiles.read_cifar10(paths.raw(task) / paths.CIFAR_FOLDER)
+        arrays = few_labels_split(images, labels, cfg, test)
+    else:  # transfer, offline: the UCI 8x8 digits, upsampled to look like MNIST
+        images, labels = imagefiles.read_uci_digits(paths.raw_file(task), cfg.image_size)
+        arrays = few_labels_split(images, labels, cfg)
+    arrays = {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
+    mean, std = channel_stats(arrays["x_train"])  # training images only
+    shape = {"in_channels": len(mean), "num_classes": len(classes), "image_size": int(arrays["x_train"].shape[1])}
+    meta = {"classes": classes, "mean": mean, "std": std, "skipped": skipped, "shape": shape,
+            "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
+    return arrays, meta
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(gzip.compress(header + array.tobytes(), mtime=0))  # mtime 0: same bytes, same DVC hash
+def split_images(images: np.ndarray, labels: np.ndarray, cfg, test=None) -> dict:
+    """Stratified seeded train/val(/test) split; `test` is an official (images, labels) test set if there is one."""
+    rng = np.random.default_rng(cfg.split_seed)
+    if test is None:
+        keep, held = stratified_split(labels, cfg.test_ratio, rng)
+        test, (images, labels) = (images[held], labels[held]), (images[keep], labels[keep])
+    keep, held = stratified_split(labels, cfg.val_ratio, rng)
+    return {"x_train": images[keep], "y_train": labels[keep], "x_val": images[held], "y_val": labels[held],
+            "x_test": test[0], "y_test": test[1]}
 
 
-def read_cifar10(folder: Path) -> tuple[tuple, tuple, list[str]]:
-    """The official CIFAR-10 python batches -> ((train images, labels), (test images, labels), class names);
-    images uint8 (N, 32, 32, 3). The archive's md5 was checked by the download stage before anything is read."""
-    import pickle
-
-    def load(name: str) -> dict:
-        try:
-            with open(folder / name, "rb") as f:
-                return pickle.load(f, encoding="bytes")
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
-            raise PipelineError(f"{folder / name}: missing or corrupt ({err})") from None
-
-    def images_and_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        batches = [load(name) for name in names]
-        pixels = np.concatenate([b[b"data"] for b in batches])  # (N, 3072): 1024 red, 1024 green, 1024 blue
-        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
-        if pixels.shape[1:] != (3072,) or len(pixels) != len(labels):
-            raise PipelineError(f"{folder}: batches are not CIFAR-10's 3,072 pixels per labelled image")
-        return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.uint8), labels
-
-    classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
-    train = images_and_labels([f"data_batch_{i}" for i in range(1, 6)])
-    return train, images_and_labels(["test_batch"]), classes
+def few_labels_split(images: np.ndarray, labels: np.ndarray, cfg: TransferPreprocess, test=None) -> dict:
+    """train_per_class labelled images per class, val_per_class more for early stopping, and the rest (or the
+    official `test` set when there is one) for the test."""
+    smallest, labelled = int(np.bincount(labels).min()), cfg.train_per_class + cfg.val_per_class
+    if labelled > smallest or (test is None and labelled == smallest):
+        raise PipelineError(f"params.yaml: transfer.preprocess.train_per_class + val_per_class is {labelled}, but the "
+                            f"smallest class has {smallest} images" + ("" if test is not None else
+                                                                      " and some must be left for the test split"))
+    rng = np.random.default_rng(cfg.split_seed)
+    train, rest = few_per_class(labels, cfg.train_per_class, rng, keep_rest=test is None)
+    val, unused = few_per_class(labels[rest], cfg.val_per_class, rng, keep_rest=test is None)
+    val = rest[val]
+    test_images, test_labels = test if test is not None else (images[rest[unused]], labels[rest[unused]])
+    return {"x_train": images[train], "y_train": labels[train], "x_val": images[val], "y_val": labels[val],
+            "x_test": test_images, "y_test": test_labels}
 
 
-def build_image_cache(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Decode every image of an ImageFolder (root/<class>/<file>) once, resized to size x size RGB.
+def pixels(images: np.ndarray, side: int = 32) -> np.ndarray:
+    """Flattened pixels in [0, 1], average-pooled down to at most side x side so large photos stay cheap."""
+    x = torch.from_numpy(images).float() / 255
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
+    if x.shape[-1] > side:
+        x = F.adaptive_avg_pool2d(x, side)
+    return x.flatten(1).numpy()
 
-    Returns (uint8 (N, size, size, 3), int64 labels, class names, skipped files relative to root). Files that
-    do not decode are skipped and named; a class with no decodable image is an error, since training could
-    never predict it.
-    """
-    from PIL import Image, UnidentifiedImageError
 
-    root = Path(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-    if not classes:
-        raise PipelineError(f"{root}: no class folders (expected {root}/<class>/<image>)")
-    images, labels, skipped = [], [], []
-    for label, name in enumerate(classes):
-        count = 0
-        for file in sorted(f for f in (root / name).iterdir() if f.is_file()):
-            try:
-                with Image.open(file) as img:
-                    img.draft("RGB", (size, size))  # JPEG decodes at 1/2, 1/4 or 1/8 scale when that suffices
-                    pixels = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-                skipped.append(str(file.relative_to(root)))
-                continue
-            images.append(pixels)
-            labels.append(label)
-            count += 1
-        if count == 0:
-            raise PipelineError(f"{root / name}: class folder has no decodable images")
-    return np.stack(images), np.array(labels, dtype=np.int64), classes, skipped
+def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
+    """The majority class, and logistic regression on the pixels; (metrics, predicted class names per baseline)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y_train, y_test = data["y_train"], data["y_test"]
+    majority = np.full_like(y_test, np.bincount(y_train).argmax())
+    logistic = LogisticRegression(max_iter=cfg.max_iter).fit(pixels(data["x_train"]), y_train)
+    predictions = {"majority": majority, "logistic_pixels": logistic.predict(pixels(data["x_test"]))}
+    metrics = {name: {"accuracy": float((p == y_test).mean())} for name, p in predictions.items()}
+    names = meta["classes"]
+    columns = {"actual": [names[i] for i in y_test]}
+    return metrics, columns | {k: [names[i] for i in p] for k, p in predictions.items()}
+
+
+def augmenter(task_cfg, meta: dict):
+    """augment(x, generator) for training batches with the task's settings, or None when it does not augment
+    (transfer, or augment.enabled: false)."""
+    if not isinstance(task_cfg, ImageTask) or not task_cfg.train.augment.enabled:
+        return None
+    a = task_cfg.train.augment
+    return lambda x, generator: augment(x, generator, flip=a.flip, crop_scale=tuple(a.crop_scale),
+                                        rotation=a.rotation, jitter=a.jitter, elastic=a.elastic,
+                                        elastic_sigma=a.elastic_sigma, mean=meta["mean"], std=meta["std"])
+
+
+def tensors(data: dict, meta: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as float (N, C, H, W) images, normalised with the training split's statistics, and int64 labels."""
+    return to_tensor(data[f"x_{split}"], meta["mean"], meta["std"]), torch.from_numpy(data[f"y_{split}"])
+
+
+def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test accuracy, loss and per-class precision/recall; the actual and predicted class of every test image."""
+    from stages.training import classify
+
+    x, y = tensors(data, meta, "test")
+    logp, top5 = classify(model, x, y, device)
+    names, predicted = meta["classes"], top5[:, 0]
+    precision, recall = per_class_precision_recall(confusion_matrix(y.numpy(), predicted, len(names)))
+    metrics = {"accuracy": float((predicted == y.numpy()).mean()), "loss": float(-logp.mean()),
+               "precision": dict(zip(names, precision.round(4).tolist())), "recall": dict(zip(names, recall.round(4).tolist()))}
+    return metrics, {"actual": [names[i] for i in y.tolist()], "predicted": [names[i] for i in predicted.tolist()]}
+
+
+def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:
+    """Accuracy bars, curves, and per model a confusion matrix and a grid of test images (mistakes first); for a
+    task that augments, the augmented training images as training sees them."""
+    task, classes = results.task, meta["classes"]
+    out = {"accuracy.png": draw.bar_chart({**{b: v["accuracy"] for b, v in results.baselines.items()},
+                                           **{m: v["accuracy"] for m, v in results.metrics.items()}},
+                                          set(results.baselines), "test accuracy", f"{task}: models and baselines")}
+    if {"extract", "finetune"} <= set(results.histories):  # transfer's two phases back to back, as the original plotted them
+        out["phase_curves.png"] = draw.phase_curves({m: results.histories[m] for m in ("extract", "finetune")},
+                                                    "accuracy", f"{task}: feature extraction, then fine-tuning")
+    else:
+        out["accuracy_curves.png"] = draw.learning_curves(results.histories, "accuracy", f"{task}: accuracy")
+    # 5x5 grids as in the original exercise, of seeded random images: the splits are stored in label order
+    rng = np.random.default_rng(seed)
+    shown = rng.choice(len(data["y_test"]), size=min(25, len(data["y_test"])), replace=False)
+    shown_train = rng.choice(len(data["y_train"]), size=min(25, len(data["y_train"])), replace=False)
+    index = {c: i for i, c in enumerate(classes)}
+    for m, columns in results.predictions.items():
+        actual = np.array([index[c] for c in columns["actual"]])
+        predicted = np.array([index[c] for c in columns["predicted"]])
+        out[f"confusion_{m}.png"] = draw.confusion(confusion_matrix(actual, predicted, len(classes)), classes,
+                                                   f"{task} {m}: test confusion matrix")
+        # up to 5 random mistakes, then the random sample: a grid of 25 greens would teach nothing
+        mistakes = np.random.default_rng(seed).permutation(np.flatnonzero(predicted != actual))[:5]
+        picked = np.concatenate([mistakes, shown])
+        picked = picked[np.sort(np.unique(picked, return_index=True)[1])][:len(shown)]
+        titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[picked], actual[picked])]
+        colors = ["green" if p == a else "red" for p, a in zip(predicted[picked], actual[picked])]
+        out[f"predictions_{m}.png"] = draw.image_grid(data["x_test"][picked], titles, colors, ncols=5,
+                                                      title=f"{task} {m}: predicted/actual on test images, red if wrong")
+    transform = augmenter(task_cfg, meta)
+    if transform is not None:  # what training really sees: 25 augmented training images
+        x = transform(to_tensor(data["x_train"][shown_train], meta["mean"], meta["std"]), torch.Generator().manual_seed(seed))
+        mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
+        grid = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        grid = grid[..., 0] if grid.shape[-1] == 1 else grid  # grayscale as (N, H, W), drawn in grey
+        names = [classes[i] for i in data["y_train"][shown_train]]
+        out["augmentation.png"] = draw.image_grid(grid, names, ["black"] * len(names), ncols=5,
+                                                  title=f"{task}: augmented training images, as training sees them")
+    return out
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -152,61 +221,6 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_scale: tuple[float, float],
-            rotation: float, elastic: float, elastic_sigma: float, jitter: float, mean: list[float],
-            std: list[float]) -> torch.Tensor:
-    """A new random flip, resized crop, rotation, elastic warp and colour jitter for every image of the batch
-    x (B, C, H, W).
-
-    torchvision's v2 transforms on a batched tensor draw once for the whole batch; here each image gets its own
-    draw, and all geometry is one affine_grid/grid_sample call. Random numbers come from `generator` on the CPU,
-    so runs are reproducible on any device.
-    """
-    b, device = x.shape[0], x.device
-    u = torch.rand(b, 9, generator=generator).to(device)
-    area = crop_scale[0] + (crop_scale[1] - crop_scale[0]) * u[:, 0]  # fraction of the image the crop keeps
-    # aspect ratio in RandomResizedCrop's default 3/4..4/3, narrowed so the crop fits inside the image
-    aspect = torch.exp((u[:, 1] * 2 - 1) * torch.clamp(-area.log(), max=math.log(4 / 3)))
-    width, height = (area * aspect).sqrt(), (area / aspect).sqrt()
-    angle = (u[:, 2] * 2 - 1) * math.radians(rotation)
-    shift_x, shift_y = (u[:, 3] * 2 - 1) * (1 - width), (u[:, 4] * 2 - 1) * (1 - height)  # crop stays inside
-    mirror = torch.where((u[:, 5] < 0.5) & flip, -1.0, 1.0)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack([torch.stack([width * cos * mirror, -height * sin, shift_x], 1),
-                         torch.stack([width * sin * mirror, height * cos, shift_y], 1)], 1)  # (B, 2, 3)
-    mean_ = torch.tensor(mean, device=device)[:, None, None]
-    std_ = torch.tensor(std, device=device)[:, None, None]
-    pixels = x * std_ + mean_  # back to [0, 1], so corners rotated in are black and jitter acts on real colours
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (B, H, W, 2)
-    if elastic > 0:
-        grid = grid + elastic_field(b, x.shape[2], x.shape[3], elastic, elastic_sigma, generator).to(device, x.dtype)
-    pixels = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if jitter > 0:  # ColorJitter(brightness, contrast, saturation = jitter), one factor per image
-        brightness, contrast, saturation = (1 + (u[:, 6:9] * 2 - 1) * jitter).T[:, :, None, None, None]
-        pixels = pixels * brightness
-        level = pixels.mean(dim=(1, 2, 3), keepdim=True)  # contrast scales around the image's mean grey
-        pixels = (pixels - level) * contrast + level
-        if pixels.shape[1] == 3:
-            gray = pixels.mean(dim=1, keepdim=True)
-            pixels = gray + (pixels - gray) * saturation
-    return (pixels.clamp(0, 1) - mean_) / std_
-
-
-def elastic_field(b: int, height: int, width: int, alpha: float, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """Random smooth displacements (B, H, W, 2) in affine_grid's [-1, 1] units: uniform noise in [-1, 1] per pixel,
-    blurred with a Gaussian of `sigma` pixels and scaled to `alpha` pixels (Simard et al., ICDAR 2003, who used
-    alpha 34 and sigma 4 on MNIST; their blur kept the field's scale, ours is normalised to a peak of 1 instead)."""
-    noise = torch.rand(b, 2, height, width, generator=generator) * 2 - 1
-    radius = max(1, round(3 * sigma))
-    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    smooth = F.conv2d(noise.reshape(-1, 1, height, width), kernel[None, None, :, None], padding=(radius, 0))
-    smooth = F.conv2d(smooth, kernel[None, None, None, :], padding=(0, radius)).reshape(b, 2, height, width)
-    smooth = smooth / smooth.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
-    scale = torch.tensor([2 / width, 2 / height])  # one pixel in grid units, x then y
-    return smooth.permute(0, 2, 3, 1) * alpha * scale
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 Shapes: B batch, T time steps, F features, H hidden units.
 """
+import functools
+import inspect
 import types
 
 import torch
@@ -183,22 +185,27 @@ class RecurrentLanguageModel(nn.Module):
         return self.head(self.dropout(out[:, -1]))  # (B, V) logits of the next word
 
 
+def _constructors(kind: str) -> dict:
+    """Model name -> constructor, for the tasks of one kind (a recurrent cell name means a different model for
+    series and for text)."""
+    if kind == "series":
+        return {cell: functools.partial(RecurrentRegressor, cell) for cell in RECURRENT_CELLS}
+    if kind == "text":
+        return {cell: functools.partial(RecurrentLanguageModel, cell) for cell in RECURRENT_CELLS}
+    return {"cnn": DigitsCNN, "cnn2": DigitsCNN2, "simple_cnn": SimpleCNN, "flower_cnn": FlowerCNN, "small_cnn": SmallCNN,
+            **{name: functools.partial(ImageNetClassifier, name) for name in IMAGENET_BACKBONES}}
+
+
+def model_config(kind: str, name: str, data_shape: dict, params: dict) -> dict:
+    """Constructor arguments of model `name`: the data's shape (from preprocess's meta.json) plus those of the
+    task's model params that this model's constructor takes (only CNN2 and SmallCNN take `dropout`, say)."""
+    accepted = inspect.signature(_constructors(kind)[name]).parameters
+    return {k: v for k, v in (data_shape | params).items() if k in accepted}
+
+
 def build_model(kind: str, name: str, config: dict) -> nn.Module:
     """The model `name` of a task of `kind`; `config` holds every constructor argument (saved in checkpoints)."""
-    if kind == "series" and name in RECURRENT_CELLS:
-        return RecurrentRegressor(name, **config)
-    if kind == "text" and name in RECURRENT_CELLS:
-        return RecurrentLanguageModel(name, **config)
-    if name == "cnn":
-        return DigitsCNN(**config)
-    if name in IMAGENET_BACKBONES:
-        return ImageNetClassifier(name, **config)
-    if name == "cnn2":
-        return DigitsCNN2(**config)
-    if name == "simple_cnn":
-        return SimpleCNN(**config)
-    if name == "flower_cnn":
-        return FlowerCNN(**config)
-    if name == "small_cnn":
-        return SmallCNN(**config)
-    raise ValueError(f"unknown model {name!r} for a {kind} task")
+    constructors = _constructors(kind)
+    if name not in constructors:
+        raise ValueError(f"unknown model {name!r} for a {kind} task")
+    return constructors[name](**config)

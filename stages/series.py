@@ -1,7 +1,123 @@
-"""Pure functions for the forecasting tasks: split, scale, window, baselines, metrics. NumPy in, NumPy out."""
+"""The forecasting kind (passengers, temperature): prepare, baselines, tensors, score and figures, the functions
+every kind module has, plus the pure NumPy functions they use (split, scale, window, baselines, metrics)."""
+from pathlib import Path
+
 import numpy as np
 
+from stages import figures as draw
+from stages import paths
 from stages.errors import PipelineError
+
+# (time column, value column, time format, resampling rule, unit) of each forecasting task's raw CSV.
+SERIES_COLUMNS = {
+    "passengers": ("Month", "Passengers", "%Y-%m", None, "passengers"),
+    "temperature": ("Date Time", "T (degC)", "%d.%m.%Y %H:%M:%S", "1h", "degC"),  # Jena logs every 10 min
+}
+
+
+def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """(times as strings, values as float64) from a raw CSV; NaN or a bad column is an error naming the file."""
+    import pandas as pd
+
+    time_col, value_col, time_format, resample, _ = SERIES_COLUMNS[task]
+    try:
+        frame = pd.read_csv(path, usecols=[time_col, value_col])
+        times = pd.to_datetime(frame[time_col], format=time_format)
+        values = pd.to_numeric(frame[value_col], errors="raise").astype(float)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run: dvc repro download@{task})") from None
+    except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise PipelineError(f"{path}: corrupt or unexpected CSV ({str(err).splitlines()[0]})") from None
+    if values.isna().any():
+        raise PipelineError(f"{path}: {int(values.isna().sum())} NaN values in column {value_col!r}")
+    if not np.isfinite(values).all():
+        raise PipelineError(f"{path}: {int((~np.isfinite(values)).sum())} infinite values in column {value_col!r}")
+    if not times.is_monotonic_increasing or times.duplicated().any():  # else the split would not be chronological
+        raise PipelineError(f"{path}: column {time_col!r} is not in increasing time order without repeats")
+    values.index = times
+    if resample:
+        hourly = values.resample(resample).mean()
+        gaps = int(hourly.isna().sum())
+        if gaps:  # hours with no record at all: fill from their neighbours in time, and say how many
+            print(f"{path}: interpolated {gaps} empty {resample} steps")
+            hourly = hourly.interpolate("time")
+        values = hourly
+    return values.index.strftime(time_format).to_numpy(dtype=str), values.to_numpy()
+
+
+def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
+    """Split, scale (training statistics only) and window one series; returns (arrays, meta)."""
+    train_end, val_end = chronological_split(len(values), cfg.val_ratio, cfg.test_ratio)
+    if train_end < cfg.seq_length + cfg.horizon + 1:
+        raise PipelineError(f"params.yaml: {task}.preprocess.seq_length={cfg.seq_length} is too long: the training "
+                            f"part has only {train_end} steps (needs seq_length + horizon + 1)")
+    scaler = fit_scaler(values[:train_end], cfg.scaler)
+    scaled = scale(values, scaler)[:, None]  # (T, F=1)
+    arrays = {"series": values, "scaler": np.array([scaler["offset"], scaler["scale"]])}
+    for split, (start, end) in {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, len(values))}.items():
+        targets = target_indices(start, end, cfg.seq_length, cfg.horizon)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = make_windows(scaled, targets, cfg.seq_length, cfg.horizon)
+        arrays[f"index_{split}"] = targets
+    meta = {"unit": SERIES_COLUMNS[task][4], "scaler": scaler, "horizon": cfg.horizon,
+            "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
+            "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
+    return arrays, meta
+
+
+def prepare(task: str, cfg) -> tuple[dict, dict]:
+    """Chronological split, scaler fitted on the training part only, windows of seq_length steps predicting the
+    value `horizon` steps ahead."""
+    times, values = read_series(paths.raw_file(task), task)
+    arrays, meta = windows(values, cfg, task)
+    return arrays | {"times": times}, meta
+
+
+def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
+    """Naive (persistence) and seasonal naive forecasts of the test steps; (metrics, forecast columns)."""
+    targets, values = data["index_test"], data["series"]
+    forecasts = {"naive": naive_forecast(values, targets, meta["horizon"])}
+    if cfg.season:
+        forecasts["seasonal_naive"] = seasonal_naive_forecast(values, targets, meta["horizon"], cfg.season)
+    actual = values[targets]
+    metrics = {name: forecast_metrics(actual, predicted) for name, predicted in forecasts.items()}
+    columns = {"time": data["times"][targets].tolist(), "actual": actual.tolist()}
+    return metrics, columns | {name: predicted.tolist() for name, predicted in forecasts.items()}
+
+
+def augmenter(task_cfg, meta: dict):
+    """Forecasting windows are never augmented."""
+    return None
+
+
+def tensors(data: dict, meta: dict, split: str):
+    """One split as float32 windows (N, seq_length, F) and targets (N, F), scaled."""
+    import torch
+
+    return torch.from_numpy(data[f"x_{split}"]), torch.from_numpy(data[f"y_{split}"])
+
+
+def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test RMSE, MAE and MAPE in the series' units (inverse-scaled); the actual and forecast value of every step."""
+    from stages.training import predict
+
+    x, _ = tensors(data, meta, "test")
+    predicted = unscale(predict(model, x, 1024, device).numpy()[:, 0], meta["scaler"])
+    actual = data["series"][data["index_test"]]
+    columns = {"time": data["times"][data["index_test"]].tolist(), "actual": actual.tolist(),
+               "predicted": predicted.tolist()}
+    return forecast_metrics(actual, predicted), columns
+
+
+def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:
+    """The test steps: actual values, each baseline's forecast (dotted) and each model's (solid)."""
+    base = results.baseline_predictions
+    lines = {f"{b} baseline (RMSE {v['rmse']:.3g})": ([float(x) for x in base[b]], ":") for b, v in results.baselines.items()}
+    for m, columns in results.predictions.items():
+        lines[f"{m} (RMSE {results.metrics[m]['rmse']:.3g})"] = ([float(x) for x in columns["predicted"]], "-")
+    actual = [float(x) for x in base["actual"]]
+    return {"forecasts.png": draw.forecasts(base["time"], actual, lines, meta["unit"],
+                                            f"{results.task}: test split, actual vs predicted")}
+
 
 
 def chronological_split(n: int, val_ratio: float, test_ratio: float) -> tuple[int, int]:

@@ -1,12 +1,79 @@
-"""Pure functions for the next-word task: read, split, vocabulary, sequences, n-gram baselines, metrics, generation."""
+"""The next-word kind (text): prepare, baselines, tensors, score and figures, the functions every kind module has,
+plus the pure functions they use (read, split, vocabulary, sequences, n-gram baselines, metrics, generation)."""
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from stages import figures as draw
+from stages import paths
 from stages.errors import PipelineError
 
 PAD, UNK = 0, 1
+
+
+def prepare(task: str, cfg) -> tuple[dict, dict]:
+    """Contiguous held-out blocks of each document, a vocabulary from the training part only, and (context, next
+    word) pairs; the training words as one stream with line lengths, for the n-gram baselines."""
+    documents = read_documents(sorted(paths.raw_file(task).glob("*")))
+    splits = split_blocks(documents, cfg.val_ratio, cfg.test_ratio)
+    vocab = build_vocab(splits["train"], cfg.min_count, cfg.max_vocab)  # training words only
+    arrays = {}
+    for split, lines in splits.items():
+        encoded = encode(lines, vocab)
+        make = prefix_sequences if cfg.sequences == "prefix" else window_sequences
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = make(encoded, cfg.max_len)
+        if split == "train":  # the n-gram baselines count words, and pairs within lines
+            arrays["train_tokens"] = np.array([i for line in encoded for i in line], dtype=np.int64)
+            arrays["train_line_lengths"] = np.array([len(line) for line in encoded], dtype=np.int64)
+    empty = [split for split in splits if len(arrays[f"y_{split}"]) == 0]
+    if empty:
+        raise PipelineError(f"params.yaml: {task}.preprocess.max_len={cfg.max_len} leaves no {'/'.join(empty)} "
+                            f"sequences ({cfg.sequences} mode): lower max_len or raise val_ratio/test_ratio")
+    meta = {"vocab": vocab, "max_len": cfg.max_len, "documents": len(documents), "shape": {"vocab_size": len(vocab)},
+            "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
+    return arrays, meta
+
+
+def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
+    """Unigram and interpolated bigram models of the training words; (metrics, each one's top next word)."""
+    scores = ngram_baselines(data["train_tokens"], data["train_line_lengths"], data["x_test"], data["y_test"],
+                             len(meta["vocab"]), cfg.bigram_weight)
+    metrics = {name: language_metrics(s["logp"], s["top5"], data["y_test"]) for name, s in scores.items()}
+    vocab = meta["vocab"]
+    columns = {"actual": [vocab[i] for i in data["y_test"]]}
+    return metrics, columns | {name: [vocab[i] for i in s["top5"][:, 0]] for name, s in scores.items()}
+
+
+def augmenter(task_cfg, meta: dict):
+    """Text is never augmented."""
+    return None
+
+
+def tensors(data: dict, meta: dict, split: str):
+    """One split as int64 contexts (N, max_len), pre-padded with 0, and next-word ids (N,)."""
+    import torch
+
+    return torch.from_numpy(data[f"x_{split}"]), torch.from_numpy(data[f"y_{split}"])
+
+
+def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test cross-entropy, perplexity and next-word accuracies; the actual and top predicted word of every example."""
+    from stages.training import classify
+
+    x, y = tensors(data, meta, "test")
+    logp, top5 = classify(model, x, y, device)
+    vocab = meta["vocab"]
+    columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()]}
+    return language_metrics(logp, top5, y.numpy()), columns
+
+
+def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:
+    """Test perplexity of models and baselines."""
+    values = {**{b: v["perplexity"] for b, v in results.baselines.items()},
+              **{m: v["perplexity"] for m, v in results.metrics.items()}}
+    return {"perplexity.png": draw.bar_chart(values, set(results.baselines), "test perplexity (lower is better)",
+                                             f"{results.task}: models and baselines")}
 
 
 def read_documents(paths) -> list[list[str]]:
@@ -107,23 +174,24 @@ def _top_ids(probs: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-probs, axis=1, kind="stable")[:, :k]
 
 
-def ngram_baselines(train_lines: list[list[int]], x: np.ndarray, y: np.ndarray, vocab_size: int,
+def ngram_baselines(tokens: np.ndarray, line_lengths: np.ndarray, x: np.ndarray, y: np.ndarray, vocab_size: int,
                     bigram_weight: float, chunk: int = 256) -> dict:
-    """log P(y) and top-5 ids of an add-one unigram and a Jelinek-Mercer bigram, both counted on train_lines.
+    """log P(y) and top-5 ids of an add-one unigram and a Jelinek-Mercer bigram, both counted on the training
+    words `tokens` (lines of `line_lengths` words each, back to back).
 
     The bigram conditions on x[:, -1]; pairs are counted within lines only, like the sequences. Only the rows
     of the previous words that occur in x are built, `chunk` at a time: a dense V x V table would not fit.
     """
     k = min(5, vocab_size - 1)  # <pad> is never a candidate
-    tokens = np.array([i for line in train_lines for i in line], dtype=np.int64)
     unigram = np.bincount(tokens, minlength=vocab_size).astype(np.float64) + 1.0
     unigram[PAD] = 0.0
     unigram /= unigram.sum()
     uni_top = _top_ids(unigram[None, :], k)[0]
     scores = {"unigram": {"logp": np.log(unigram[y]), "top5": np.tile(uni_top, (len(y), 1))}}
 
-    pairs = np.concatenate([np.stack([line[:-1], line[1:]], axis=1) for line in map(np.asarray, train_lines)
-                            if len(line) > 1] or [np.zeros((0, 2), dtype=np.int64)])
+    within_line = np.ones(max(len(tokens) - 1, 0), dtype=bool)  # pair (tokens[i], tokens[i + 1])...
+    within_line[np.cumsum(line_lengths)[:-1] - 1] = False  # ...unless tokens[i] ends a line
+    pairs = np.stack([tokens[:-1][within_line], tokens[1:][within_line]], axis=1)
     codes, pair_counts = np.unique(pairs[:, 0] * vocab_size + pairs[:, 1], return_counts=True)
     first, second = codes // vocab_size, codes % vocab_size
     prev_totals = np.bincount(first, weights=pair_counts, minlength=vocab_size)

@@ -102,6 +102,12 @@ def log_artifacts(paths: list[Path], folder: str = "figures") -> None:
         mlflow.log_artifact(str(path), artifact_path=folder)
 
 
+def log_training(model, best: dict, input_example) -> None:
+    """What a finished training run adds: its best epoch and validation loss, and the model (best weights)."""
+    log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
+    log_model(model, input_example=input_example)
+
+
 def log_model(model, input_example) -> None:
     """Log the model so mlflow.pyfunc.load_model() can load it; pinned requirements skip a slow inference step."""
     import mlflow.pytorch

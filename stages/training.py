@@ -11,7 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from stages import paths
 from stages.errors import PipelineError
+from stages.files import load_checkpoint, save_checkpoint, write_csv
 
 
 def pick_device(name: str) -> torch.device:
@@ -37,36 +39,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def load_split(data: dict, meta: dict, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as (x, y) tensors on the device: these data sets fit in memory, so no DataLoader is needed.
-
-    Images are stored as uint8 and normalised here with the training split's mean and std.
-    """
-    x, y = data[f"x_{split}"], torch.from_numpy(data[f"y_{split}"])
-    if meta["kind"] == "images":
-        from stages.images import to_tensor
-
-        x = to_tensor(x, meta["mean"], meta["std"])
-    else:
-        x = torch.from_numpy(x)
-    return x.to(device), y.to(device)
-
-
-def _loss_and_accuracy(model, loss_fn, x, y, batch_size, device) -> tuple[float, float | None]:
-    """Mean loss (and accuracy for class labels) over a whole split, with one host sync at the end."""
-    model.eval()
-    total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    with torch.no_grad(), _autocast(device, x):
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            out = model(xb)
-            total += loss_fn(out.float(), yb) * len(xb)
-            if yb.dtype == torch.long:
-                correct += (out.argmax(1) == yb).sum()
-    accuracy = (correct / len(x)).item() if y.dtype == torch.long else None
-    return (total / len(x)).item(), accuracy
-
-
 def uses_bf16(device: torch.device, x: torch.Tensor) -> bool:
     """bf16 autocast on CUDA, for image batches (B, C, H, W) only: it roughly halves the time of conv layers and
     needs no loss scaling. Forecasts and word logits stay float32: bf16 keeps 8 bits of mantissa, which moved
@@ -79,80 +51,134 @@ def _autocast(device: torch.device, x: torch.Tensor):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(device, x))
 
 
-def fit(model: nn.Module, train: tuple, val: tuple, loss_fn, cfg, device: torch.device, generator: torch.Generator,
-        parameters=None, augment=None, log_epoch=None) -> tuple[dict, list[dict]]:
-    """Train with Adam; return (the state_dict of the epoch with the lowest validation loss, per-epoch history).
+def evaluate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float | None]:
+    """Mean loss (and accuracy for class ids) over a whole split, with one host sync at the end."""
+    model.eval()
+    device = x.device
+    total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    with torch.no_grad(), _autocast(device, x):
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            out = model(xb)
+            total += loss_fn(out.float(), yb) * len(xb)
+            if yb.dtype == torch.long:
+                correct += (out.argmax(1) == yb).sum()
+    accuracy = (correct / len(x)).item() if y.dtype == torch.long else None
+    return (total / len(x)).item(), accuracy
 
-    train and val are (x, y) tensors already on `device`. `parameters` restricts what Adam updates (frozen
-    layers in transfer learning); `augment(x, generator)` transforms each training batch; `log_epoch(stats)`
-    receives every epoch's numbers (main() uses it to log to MLflow while training runs).
+
+def loss_for(y: torch.Tensor) -> nn.Module:
+    """Cross-entropy for class ids (images, next words), mean squared error for real-valued targets (forecasts)."""
+    return nn.CrossEntropyLoss() if y.dtype == torch.long else nn.MSELoss()
+
+
+def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer, batch_size: int,
+                generator: torch.Generator, augment=None) -> tuple[float, float | None]:
+    """One pass over the training split in a seeded random order; mean loss (and accuracy for class ids), with
+    one host sync at the end. `augment(x, generator)` transforms each batch."""
+    model.train()
+    device, channels_last = x.device, x.dim() == 4
+    total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    order = torch.randperm(len(x), generator=generator).to(device)
+    for start in tqdm(range(0, len(order), batch_size), leave=False, disable=None):
+        index = order[start : start + batch_size]
+        xb, yb = x[index], y[index]
+        if augment is not None:
+            xb = augment(xb, generator)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, xb):
+            out = model(xb)
+            loss = loss_fn(out.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * len(index)  # stays on the device: no per-step .item() sync
+        if yb.dtype == torch.long:
+            correct += (out.argmax(1) == yb).sum()
+    return (total / len(x)).item(), (correct / len(x)).item() if y.dtype == torch.long else None
+
+
+def fit(model: nn.Module, train: tuple, val: tuple, cfg, generator: torch.Generator, parameters=None, augment=None,
+        log_epoch=None) -> tuple[dict, list[dict]]:
+    """Train with Adam, stopping early on the validation loss; return (the state_dict of the epoch with the lowest
+    validation loss, per-epoch history).
+
+    train and val are (x, y) tensors on the model's device. `parameters` restricts what Adam updates (frozen
+    layers in transfer learning); `log_epoch(stats)` receives every epoch's numbers (main() logs them to MLflow).
     """
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
-    x_train, y_train = train
+    (x_train, y_train), device = train, train[0].device
     if len(val[0]) == 0:
         raise PipelineError("the validation split is empty, so early stopping has nothing to measure: "
                             "raise the task's preprocess val_ratio (or shorten its windows)")
-    # Image batches in channels-last memory: oneDNN's CPU convolutions run 10-20% faster on it (bench/train_loop.py)
-    # and it is the layout tensor cores want under autocast on CUDA. Results are the same up to float rounding.
-    channels_last = x_train.dim() == 4
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    _prepare(model, device, x_train)
+    loss_fn = loss_for(y_train)
     optimizer = torch.optim.Adam(model.parameters() if parameters is None else parameters,
                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
     # cosine: the step size falls smoothly to 0 by the last epoch (Loshchilov & Hutter, SGDR, ICLR 2017), so the
     # last epochs fine-tune instead of bouncing around the minimum at the full learning rate
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.lr_schedule == "cosine" else None
-    best_loss, best_state, best_epoch, waited, history = float("inf"), None, 0, 0, []
+    best, waited, history = {"val_loss": float("inf"), "state_dict": None, "epoch": 0}, 0, []
     for epoch in range(1, cfg.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-        order = torch.randperm(len(x_train), generator=generator).to(device)
-        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}", leave=False, disable=None):
-            index = order[start : start + cfg.batch_size]
-            xb, yb = x_train[index], y_train[index]
-            if augment is not None:
-                xb = augment(xb, generator)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, xb):
-                out = model(xb)
-                loss = loss_fn(out.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * len(index)  # stays on the device: no per-step .item() sync
-            if yb.dtype == torch.long:
-                correct += (out.argmax(1) == yb).sum()
-        lr = optimizer.param_groups[0]["lr"]  # the step size this epoch trained with
+        started, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]  # the step size this epoch trains with
+        train_loss, train_accuracy = train_epoch(model, x_train, y_train, loss_fn, optimizer, cfg.batch_size,
+                                                 generator, augment)
         if scheduler is not None:
             scheduler.step()
-        val_loss, val_accuracy = _loss_and_accuracy(model, loss_fn, *val, cfg.batch_size, device)
-        stats = {"epoch": epoch, "train_loss": (total / len(x_train)).item(), "val_loss": val_loss}
+        if not np.isfinite(train_loss):
+            raise PipelineError(f"training diverged at epoch {epoch} (loss {train_loss}): lower train.lr")
+        val_loss, val_accuracy = evaluate(model, loss_fn, *val, cfg.batch_size)
+        stats = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         if val_accuracy is not None:
-            stats |= {"train_accuracy": (correct / len(x_train)).item(), "val_accuracy": val_accuracy}
-        if not np.isfinite(stats["train_loss"]):
-            raise PipelineError(f"training diverged at epoch {epoch} (loss {stats['train_loss']}): lower train.lr")
-        stats["lr"] = lr
-        history.append(stats)
+            stats |= {"train_accuracy": train_accuracy, "val_accuracy": val_accuracy}
+        history.append(stats | {"lr": lr})
         if log_epoch is not None:
-            log_epoch(stats)
-        improved = val_loss < best_loss
+            log_epoch(history[-1])
+        improved = val_loss < best["val_loss"]
         if improved:
-            best_loss, best_epoch, waited = val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best, waited = {"val_loss": val_loss, "state_dict": copy.deepcopy(model.state_dict()), "epoch": epoch}, 0
         else:
             waited += 1
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k not in ("epoch", "lr"))
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch")
         print(f"epoch {epoch:3d}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
         if waited >= cfg.patience:
-            print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best_epoch}")
+            print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best['epoch']}")
             break
-    if best_state is None:
+    if best["state_dict"] is None:
         raise PipelineError(f"validation loss was never finite in {len(history)} epochs (got {history[-1]['val_loss']})")
-    model.load_state_dict(best_state)
-    return {"state_dict": best_state, "epoch": best_epoch, "val_loss": best_loss}, history
+    model.load_state_dict(best["state_dict"])
+    return best, history
+
+
+def _prepare(model: nn.Module, device: torch.device, x: torch.Tensor) -> None:
+    """Settings that make training faster and change results only by float rounding."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
+    # Image batches in channels-last memory: oneDNN's CPU convolutions run 10-20% faster on it (bench/train_loop.py)
+    # and it is the layout tensor cores want under autocast on CUDA.
+    if x.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+
+
+def save_trained(task: str, name: str, model_name: str, config: dict, best: dict, history: list[dict],
+                 run_id: str) -> None:
+    """The best epoch's checkpoint (a dict: model name and constructor config, state_dict, epoch, MLflow run) and
+    the per-epoch history that `dvc plots` draws."""
+    save_checkpoint(paths.checkpoint(task, name), {
+        "model": model_name, "config": config, "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()},
+        "epoch": best["epoch"], "mlflow_run_id": run_id})
+    write_csv(paths.history(task, name), {k: [h.get(k) for h in history] for k in history[0]})
+    print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {paths.checkpoint(task, name)}")
+
+
+def load_trained(task: str, name: str, kind: str, device: torch.device) -> tuple[nn.Module, dict]:
+    """A saved model in eval mode on `device`, and its checkpoint dict."""
+    from stages.models import build_model
+
+    checkpoint = load_checkpoint(paths.checkpoint(task, name))
+    model = build_model(kind, checkpoint["model"], checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
 
 
 @torch.no_grad()
@@ -164,3 +190,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.de
         for start in range(0, len(x), batch_size):
             outs.append(model(x[start : start + batch_size].to(device)).float())
     return torch.cat(outs).cpu()
+
+
+def classify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """log P(true class) of every example and its 5 likeliest classes, most likely first (class ids: digits,
+    words)."""
+    log_probs = torch.log_softmax(predict(model, x, 512, device), dim=1)
+    logp = log_probs.gather(1, y[:, None])[:, 0].numpy()
+    return logp, log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices.numpy()

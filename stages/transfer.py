@@ -11,20 +11,18 @@ Feature extraction suits few labels and a similar domain; fine-tuning adapts the
 is sensible (training a random head and the features together would push large gradients into the features).
 Usage: python -m stages.transfer <scratch|extract|finetune>
 """
-from pathlib import Path
+from dataclasses import asdict
 
 from torch import nn
 
-from stages import tracking
+from stages import images, paths, tracking
 from stages.config import load_params
 from stages.errors import PipelineError, one_line, run_stage
-from stages.files import load_arrays, load_checkpoint, read_json, save_checkpoint, write_csv
-from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks
-from stages.preprocess import PREPARED
-from stages.training import fit, load_split, pick_device, seed_everything
+from stages.files import load_arrays, load_checkpoint, read_json
+from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks, model_config
+from stages.training import fit, pick_device, save_trained, seed_everything
 
-PRETRAINED = Path("models/digits/cnn.pt")
-MODELS = Path("models/transfer")
+PRETRAINED = paths.checkpoint("digits", "cnn")  # the digits CNN of train@digits-cnn: the offline backbone
 
 
 def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int = 0) -> list[nn.Parameter]:
@@ -38,14 +36,6 @@ def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int = 0) -> lis
         block.requires_grad_(any(block is t for t in trainable))
     model.head.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def model_config(model_cfg, meta: dict) -> dict:
-    """Constructor arguments of the transfer network (saved in each phase's checkpoint)."""
-    if model_cfg.backbone in IMAGENET_BACKBONES:
-        return {"num_classes": len(meta["classes"]), "input_size": model_cfg.input_size,
-                "hidden_size": model_cfg.hidden_size, "dropout": model_cfg.dropout}
-    return {"in_channels": meta["in_channels"], "num_classes": len(meta["classes"]), "image_size": meta["image_size"]}
 
 
 def imagenet_weights(backbone: str) -> dict:
@@ -70,7 +60,7 @@ def starting_model(phase: str, backbone: str, config: dict) -> tuple[nn.Module, 
     if phase == "extract" and backbone in IMAGENET_BACKBONES:  # the new head keeps its random weights
         model.blocks.load_state_dict(imagenet_weights(backbone))
         return model, None
-    source = load_checkpoint(PRETRAINED if phase == "extract" else MODELS / "extract.pt")
+    source = load_checkpoint(PRETRAINED if phase == "extract" else paths.checkpoint("transfer", "extract"))
     if phase == "extract" and (source["config"]["in_channels"], source["config"]["image_size"]) != (
             config["in_channels"], config["image_size"]):
         raise PipelineError(f"{PRETRAINED}: its input ({source['config']}) does not match the transfer images ({config})")
@@ -88,25 +78,20 @@ def main(argv: list[str]) -> None:
     params = load_params()
     task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
     device, generator = pick_device(params.device), seed_everything(params.seed)
-    data, meta = load_arrays(PREPARED / "transfer" / "data.npz"), read_json(PREPARED / "transfer" / "meta.json")
-    train, val = load_split(data, meta, "train", device), load_split(data, meta, "val", device)
-    config = model_config(task_cfg.model, meta)
-    model, parent_run_id = starting_model(phase, task_cfg.model.backbone, config)
-    trainable = set_trainable(model.to(device), phase, getattr(cfg, "unfreeze_blocks", 0))
+    data, meta = load_arrays(paths.prepared_data("transfer")), read_json(paths.prepared_meta("transfer"))
+    train, val = [tuple(t.to(device) for t in images.tensors(data, meta, split)) for split in ("train", "val")]
+    backbone = task_cfg.model.backbone
+    config = model_config("images", backbone, meta["shape"], asdict(task_cfg.model))
+    model, parent_run_id = starting_model(phase, backbone, config)
+    trainable = set_trainable(model.to(device), phase, cfg.unfreeze_blocks if phase == "finetune" else 0)
     print(f"transfer {phase}: {sum(p.numel() for p in trainable):,} of {sum(p.numel() for p in model.parameters()):,} "
           f"parameters train, on {len(train[0])} labelled images")
 
     logged = {"device": params.device, "seed": params.seed, "transfer": task_cfg}
     with tracking.start_run("transfer", phase, phase, logged, parent_run_id=parent_run_id) as run:
-        best, history = fit(model, train, val, nn.CrossEntropyLoss(), cfg, device, generator,
-                            parameters=trainable, log_epoch=tracking.log_epoch)
-        tracking.log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
-        tracking.log_model(model, input_example=train[0][:2].cpu().numpy())
-    save_checkpoint(MODELS / f"{phase}.pt", {
-        "model": task_cfg.model.backbone, "kind": "images", "config": config, "epoch": best["epoch"], "mlflow_run_id": run.info.run_id,
-        "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()}})
-    write_csv(Path("plots") / "transfer" / phase / "history.csv", {k: [h.get(k) for h in history] for k in history[0]})
-    print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {MODELS / phase}.pt")
+        best, history = fit(model, train, val, cfg, generator, parameters=trainable, log_epoch=tracking.log_epoch)
+        tracking.log_training(model, best, input_example=train[0][:2].cpu().numpy())
+    save_trained("transfer", phase, backbone, config, best, history, run.info.run_id)
 
 
 if __name__ == "__main__":

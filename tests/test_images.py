@@ -4,17 +4,18 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import images
+from stages import imagefiles, images
+from stages.augment import augment as augment_batch, elastic_field
 from stages.errors import PipelineError
 
 
 def test_idx_round_trip_and_corrupt_file(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    images.write_idx(tmp_path / "x.gz", array)
-    np.testing.assert_array_equal(images.read_idx(tmp_path / "x.gz"), array)
+    imagefiles.write_idx(tmp_path / "x.gz", array)
+    np.testing.assert_array_equal(imagefiles.read_idx(tmp_path / "x.gz"), array)
     (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
     with pytest.raises(PipelineError, match="bad.gz"):
-        images.read_idx(tmp_path / "bad.gz")
+        imagefiles.read_idx(tmp_path / "bad.gz")
 
 
 def test_truncated_idx_is_an_error(tmp_path):
@@ -22,7 +23,7 @@ def test_truncated_idx_is_an_error(tmp_path):
 
     (tmp_path / "short.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])))
     with pytest.raises(PipelineError, match="truncated"):
-        images.read_idx(tmp_path / "short.gz")
+        imagefiles.read_idx(tmp_path / "short.gz")
 
 
 def test_stratified_split_holds_out_each_class_in_proportion():
@@ -58,7 +59,7 @@ def test_channel_stats_and_to_tensor_normalise_to_zero_mean_unit_std():
 def augment(x, seed=0, **overrides):
     settings = dict(flip=False, crop_scale=(1.0, 1.0), rotation=0.0, elastic=0.0, elastic_sigma=4.0, jitter=0.0,
                     mean=[0.5], std=[0.5])
-    return images.augment(x, torch.Generator().manual_seed(seed), **(settings | overrides))
+    return augment_batch(x, torch.Generator().manual_seed(seed), **(settings | overrides))
 
 
 def test_augment_with_everything_off_is_the_identity():
@@ -90,13 +91,13 @@ def test_jitter_stays_in_pixel_range():
 
 
 def test_elastic_field_is_smooth_seeded_and_peaks_at_alpha():
-    field = images.elastic_field(4, 28, 28, alpha=2.0, sigma=4.0, generator=torch.Generator().manual_seed(0))
+    field = elastic_field(4, 28, 28, alpha=2.0, sigma=4.0, generator=torch.Generator().manual_seed(0))
     assert field.shape == (4, 28, 28, 2)
     pixels = field * torch.tensor([28 / 2, 28 / 2])  # back from grid units to pixels
     assert torch.allclose(pixels.abs().amax(dim=(1, 2, 3)), torch.full((4,), 2.0))
     # smooth: neighbouring pixels move almost together, unlike the raw noise it was blurred from
     assert (pixels[:, 1:] - pixels[:, :-1]).abs().max() < 0.5
-    torch.testing.assert_close(field, images.elastic_field(4, 28, 28, 2.0, 4.0, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(field, elastic_field(4, 28, 28, 2.0, 4.0, torch.Generator().manual_seed(0)))
 
 
 def test_elastic_warp_moves_strokes_but_keeps_their_ink():
@@ -120,7 +121,7 @@ def write_folder(root, counts: dict[str, int]):
 def test_image_cache_resizes_labels_and_skips_broken_files(tmp_path):
     write_folder(tmp_path, {"daisy": 2, "roses": 3})
     (tmp_path / "roses" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    x, y, classes, skipped = images.build_image_cache(tmp_path, 8)
+    x, y, classes, skipped = imagefiles.build_image_cache(tmp_path, 8)
     assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
     assert y.tolist() == [0, 0, 1, 1, 1] and classes == ["daisy", "roses"]
     assert skipped == ["roses/broken.jpg"]
@@ -131,9 +132,9 @@ def test_a_class_without_images_is_an_error(tmp_path):
     (tmp_path / "tulips").mkdir()
     (tmp_path / "tulips" / "notes.txt").write_text("no image here")
     with pytest.raises(PipelineError, match="tulips"):
-        images.build_image_cache(tmp_path, 8)
+        imagefiles.build_image_cache(tmp_path, 8)
     with pytest.raises(PipelineError, match="no class folders"):
-        images.build_image_cache(tmp_path / "missing", 8)
+        imagefiles.build_image_cache(tmp_path / "missing", 8)
 
 
 def test_confusion_matrix_precision_recall():
@@ -170,7 +171,7 @@ def test_bundled_digits_are_real_labelled_mnist(tmp_path):
     from stages.download import bundled_digits
 
     bundled_digits(tmp_path)
-    x, y = images.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), images.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
+    x, y = imagefiles.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), imagefiles.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
     assert x.shape == (5000, 28, 28) and y.shape == (5000,)
     assert np.bincount(y, minlength=10).min() > 350  # ~500 per class
     assert x[:, 0, :].max() == 0 and x.max() == 255  # empty top row, full-intensity strokes

@@ -5,7 +5,6 @@ import pytest
 from stages import series
 from stages.config import SeriesPreprocess
 from stages.errors import PipelineError
-from stages.preprocess import prepare_series, read_series
 
 
 def cfg(**overrides):
@@ -33,7 +32,7 @@ def test_windows_predict_the_value_horizon_steps_after_the_window():
 
 def test_heldout_windows_reach_back_so_every_heldout_step_is_predicted_once():
     values = np.arange(20.0)
-    arrays, _ = prepare_series(values, cfg(), "passengers")
+    arrays, _ = series.windows(values, cfg(), "passengers")
     # 20 steps: train [0, 12), val [12, 16), test [16, 20)
     assert arrays["index_val"].tolist() == [12, 13, 14, 15]
     assert arrays["index_test"].tolist() == [16, 17, 18, 19]
@@ -44,8 +43,8 @@ def test_scaler_is_fitted_on_the_training_part_only():
     values = np.arange(20.0)
     changed = values.copy()
     changed[12:] *= 100  # held-out values change; the scaled training data must not
-    a, meta_a = prepare_series(values, cfg(), "passengers")
-    b, meta_b = prepare_series(changed, cfg(), "passengers")
+    a, meta_a = series.windows(values, cfg(), "passengers")
+    b, meta_b = series.windows(changed, cfg(), "passengers")
     np.testing.assert_array_equal(a["x_train"], b["x_train"])
     np.testing.assert_array_equal(a["y_train"], b["y_train"])
     assert meta_a["scaler"] == meta_b["scaler"] == {"kind": "minmax", "offset": 0.0, "scale": 11.0}
@@ -60,7 +59,7 @@ def test_standard_scaler_round_trips():
 
 def test_seq_length_longer_than_the_training_part_names_the_param():
     with pytest.raises(PipelineError, match=r"passengers\.preprocess\.seq_length=50"):
-        prepare_series(np.arange(40.0), cfg(seq_length=50), "passengers")
+        series.windows(np.arange(40.0), cfg(seq_length=50), "passengers")
 
 
 def test_naive_and_seasonal_naive_baselines():
@@ -88,6 +87,6 @@ def test_a_series_out_of_order_or_infinite_is_refused_naming_the_file(tmp_path, 
     path = tmp_path / "passengers.csv"
     path.write_text("Month,Passengers\n" + rows)
     with pytest.raises(PipelineError, match=f"passengers.csv: .*{message}"):
-        read_series(path, "passengers")
+        series.read_series(path, "passengers")
     path.write_text("Month,Passengers\n1949-01,112\n1949-02,118\n")
-    assert read_series(path, "passengers")[1].tolist() == [112.0, 118.0]
+    assert series.read_series(path, "passengers")[1].tolist() == [112.0, 118.0]

@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from stages import text
-from stages.baseline import text_baselines
 from stages.config import TextBaseline, TextPreprocess
 from stages.errors import PipelineError
-from stages.preprocess import prepare_text
 
 
 def lines_of(doc: str, n: int) -> list[str]:
@@ -83,16 +81,22 @@ def test_window_sequences_run_over_the_token_stream():
     assert short_x.shape == (0, 3) and short_y.shape == (0,)
 
 
+def ngrams(lines: list[list[int]], *args):
+    """ngram_baselines on training lines given as lists of ids."""
+    tokens = np.array([i for line in lines for i in line], dtype=np.int64)
+    return text.ngram_baselines(tokens, np.array([len(line) for line in lines]), *args)
+
+
 def test_unigram_is_a_distribution_over_the_words_without_pad():
     vocab_size = 6
     y = np.arange(1, vocab_size)
-    scores = text.ngram_baselines([[2, 3, 3], [4]], np.full((len(y), 1), 2), y, vocab_size, 0.7)
+    scores = ngrams([[2, 3, 3], [4]], np.full((len(y), 1), 2), y, vocab_size, 0.7)
     assert np.exp(scores["unigram"]["logp"]).sum() == pytest.approx(1.0)
     assert scores["unigram"]["top5"][0].tolist() == [3, 2, 4, 1, 5]  # add-one counts 3, 2, 2, 1, 1; never 0
 
 
 def test_bigram_with_weight_one_predicts_the_seen_successor():
-    scores = text.ngram_baselines([[2, 3, 4], [2, 3, 4]], np.array([[0, 2], [0, 3]]), np.array([3, 4]), 7, 1.0)
+    scores = ngrams([[2, 3, 4], [2, 3, 4]], np.array([[0, 2], [0, 3]]), np.array([3, 4]), 7, 1.0)
     assert scores["bigram"]["top5"][:, 0].tolist() == [3, 4]
     assert scores["bigram"]["logp"] == pytest.approx([0.0, 0.0])
     assert 0 not in scores["bigram"]["top5"]
@@ -100,7 +104,7 @@ def test_bigram_with_weight_one_predicts_the_seen_successor():
 
 def test_bigram_interpolates_and_counts_no_pair_across_lines():
     # unigram add-one counts: <unk> 1, 2: 3, 3: 2, 4: 2 -> /8; bigram counts within lines: 2->3 once, 2->4 once
-    scores = text.ngram_baselines([[2, 3], [2, 4]], np.array([[2], [3]]), np.array([3, 2]), 5, 0.5)
+    scores = ngrams([[2, 3], [2, 4]], np.array([[2], [3]]), np.array([3, 2]), 5, 0.5)
     assert np.exp(scores["bigram"]["logp"][0]) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 8)
     # 3 ends its line, so "3 2" (across the line break) was never counted: 3 falls back to the unigram
     assert scores["bigram"]["logp"][1] == pytest.approx(np.log(3 / 8))
@@ -157,24 +161,24 @@ def test_sampled_generation_is_reproducible_with_the_same_seed():
 
 
 def test_prepare_text_and_baselines_end_to_end(tmp_path, monkeypatch):
-    corpus = tmp_path / "text" / "corpus"
+    corpus = tmp_path / "data" / "raw" / "text" / "corpus"
     corpus.mkdir(parents=True)
     for name in ("a", "b"):
         (corpus / f"{name}.txt").write_text("\n".join(["국민은 법 앞에 평등하다"] * 10) + "\n", encoding="utf-8")
-    monkeypatch.setattr("stages.preprocess.RAW", tmp_path)
+    monkeypatch.chdir(tmp_path)
     cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="prefix", max_len=3, val_ratio=0.1, test_ratio=0.1)
-    arrays, meta = prepare_text("text", cfg)
+    arrays, meta = text.prepare("text", cfg)
     assert meta["sizes"] == {"train": 48, "val": 6, "test": 6} and len(meta["vocab"]) == 6
-    metrics, columns = text_baselines(arrays, meta, TextBaseline(bigram_weight=0.9))
+    metrics, columns = text.baselines(arrays, meta, TextBaseline(bigram_weight=0.9))
     assert metrics["bigram"]["top1_accuracy"] == 1.0 > metrics["unigram"]["top1_accuracy"]
     assert columns["actual"][:3] == ["법", "앞에", "평등하다"]
 
 
 def test_max_len_that_leaves_a_split_without_sequences_names_the_param(tmp_path, monkeypatch):
-    corpus = tmp_path / "text" / "corpus"
+    corpus = tmp_path / "data" / "raw" / "text" / "corpus"
     corpus.mkdir(parents=True)
     (corpus / "a.txt").write_text("\n".join(["국민은 법 앞에 평등하다"] * 10) + "\n", encoding="utf-8")
-    monkeypatch.setattr("stages.preprocess.RAW", tmp_path)
+    monkeypatch.chdir(tmp_path)
     cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="window", max_len=30, val_ratio=0.1, test_ratio=0.1)
     with pytest.raises(PipelineError, match="text.preprocess.max_len=30 leaves no val/test sequences"):
-        prepare_text("text", cfg)
+        text.prepare("text", cfg)

@@ -38,8 +38,7 @@ def train_phase(phase: str, unfreeze_blocks: int = 0, backbone: str = "cnn") -> 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randn(*shape), torch.randint(0, 10, (shape[0],))
     cfg = Train(lr=0.01, batch_size=batch_size, epochs=epochs, patience=10, weight_decay=0.0, lr_schedule="constant")
-    fit(model, (x, y), (x[:batch_size], y[:batch_size]), nn.CrossEntropyLoss(), cfg, torch.device("cpu"), generator,
-        parameters=trainable)
+    fit(model, (x, y), (x[:batch_size], y[:batch_size]), cfg, generator, parameters=trainable)
     return before, model.state_dict()
 
 
@@ -101,10 +100,10 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
     import pickle
     import tarfile
 
-    from stages import download
+    from stages import download, paths
     from stages.config import Download
-    from stages.images import read_cifar10
-    from stages.preprocess import few_labels_split
+    from stages.imagefiles import read_cifar10
+    from stages.images import few_labels_split
     from tests.test_fetch import Server
 
     rng = np.random.default_rng(0)
@@ -125,7 +124,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
     with Server(served) as server:
         cfg = Download(source="url", url=server.url("cifar-10-python.tar.gz"),
                        checksum="md5:" + hashlib.md5(archive.getvalue()).hexdigest())
-        dest = download.RAW / "transfer" / download.CIFAR_FOLDER
+        dest = paths.raw("transfer") / paths.CIFAR_FOLDER
         download.from_url("transfer", cfg, dest)
 
     (images, labels), test, classes = read_cifar10(dest)
@@ -139,7 +138,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
 
 
 def test_corrupt_cifar_batch_is_named(tmp_path):
-    from stages.images import read_cifar10
+    from stages.imagefiles import read_cifar10
 
     (tmp_path / "batches.meta").write_bytes(b"not a pickle")
     with pytest.raises(PipelineError, match="batches.meta: missing or corrupt"):
@@ -170,7 +169,7 @@ def test_imagenet_weights_land_in_the_matching_blocks(tmp_path, monkeypatch):
                                                              (2, 1, False, True), (3, 1, False, False)])
 def test_labelled_images_per_class_must_fit_the_smallest_class(train, val, official_test, ok):
     """4 images per class: with an official test set all 4 may be labelled; without one, some must stay for it."""
-    from stages.preprocess import few_labels_split
+    from stages.images import few_labels_split
 
     labels = np.repeat(np.arange(3), 4)
     images = np.zeros((12, 2, 2), dtype=np.uint8)

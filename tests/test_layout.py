@@ -1,0 +1,106 @@
+"""dvc.yaml against the code: every stage declares the paths stages/paths.py says it writes and reads, and the
+code it runs; no stage module imports another."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from stages import paths
+from stages.config import ROOT, load_params
+
+# Modules whose edits do not change any number: params loading, errors, atomic I/O, MLflow, the path names, the
+# kind lookup. A stage need not declare them, so that editing them does not re-run the pipeline (dvc.yaml says so).
+PLUMBING = {"config", "errors", "files", "tracking", "paths", "kinds"}
+
+
+@pytest.fixture(scope="module")
+def stages():
+    """Every stage of dvc.yaml as DVC expands it (foreach over params.yaml), by name."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return {s.addressing: s for s in repo.index.stages}
+
+
+def stage_module(stage) -> str:
+    return re.match(r"python -m stages\.(\w+)", stage.cmd).group(1)
+
+
+def imported_modules(name: str) -> set[str]:
+    """stages.* modules imported anywhere in stages/<name>.py, function-level imports included."""
+    tree = ast.parse((ROOT / "stages" / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "stages":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("stages."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("stages.")}
+    return found
+
+
+def code_closure(name: str) -> set[str]:
+    """The module and every stages module it imports, directly or through others."""
+    seen, todo = set(), [name]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += imported_modules(module)
+    return seen
+
+
+def test_no_stage_module_imports_another(stages):
+    stage_modules = {stage_module(s) for s in stages.values()}
+    for name in stage_modules:
+        assert not imported_modules(name) & stage_modules, f"stages/{name}.py imports a stage module"
+
+
+def test_every_stage_declares_the_code_it_runs(stages):
+    for address, stage in stages.items():
+        declared = {d.def_path for d in stage.deps if d.def_path.startswith("stages/")}
+        module = stage_module(stage)
+        needed = {f"stages/{m}.py" for m in code_closure(module) - PLUMBING} | {f"stages/{module}.py"}
+        assert declared == needed, f"{address}: missing {sorted(needed - declared)}, extra {sorted(declared - needed)}"
+
+
+def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[Path]]:
+    """What each stage must declare, from stages/paths.py: outs, metrics, plots and data deps."""
+    stage, _, item = address.partition("@")
+    if stage in ("scratch", "extract", "finetune"):
+        data = {paths.prepared("transfer")} | {"scratch": set(), "extract": {paths.checkpoint("digits", "cnn")},
+                                               "finetune": {paths.checkpoint("transfer", "extract")}}[stage]
+        return {"outs": {paths.checkpoint("transfer", stage)}, "plots": {paths.history("transfer", stage)},
+                "metrics": set(), "data": data}
+    if stage == "train":
+        task, model = item.split("-", 1)
+        return {"outs": {paths.checkpoint(task, model)}, "plots": {paths.history(task, model)}, "metrics": set(),
+                "data": {paths.prepared(task)}}
+    task, model = item, models[item][0]
+    return {
+        "download": {"outs": {paths.raw(task)}, "data": set()},
+        "preprocess": {"outs": {paths.prepared(task)}, "data": {paths.raw(task)}},
+        "baseline": {"metrics": {paths.baseline_metrics(task)}, "plots": {paths.baseline_predictions(task)},
+                     "data": {paths.prepared(task)}},
+        "evaluate": {"metrics": {paths.model_metrics(task, model).parent}, "plots": {paths.predictions(task, model).parent},
+                     "data": {paths.prepared(task), paths.checkpoints(task)}},
+        "generate": {"outs": {paths.samples(task)}, "data": {paths.prepared(task), paths.checkpoints(task)}},
+        "plot": {"outs": {paths.figures(task)}, "data": {paths.prepared(task), paths.checkpoints(task),
+                                                          Path("metrics") / task, Path("plots") / task}},
+    }[stage]
+
+
+def test_every_stage_declares_the_paths_its_code_uses(stages):
+    params = load_params()
+    models = {task: params.trained_models(task) for task in params.tasks}
+    assert stages, "dvc.yaml expanded to no stages"
+    for address, stage in stages.items():
+        declared = {"outs": {Path(o.def_path) for o in stage.outs if not o.metric and not o.plot},
+                    "metrics": {Path(o.def_path) for o in stage.outs if o.metric},
+                    "plots": {Path(o.def_path) for o in stage.outs if o.plot},
+                    "data": {Path(d.def_path) for d in stage.deps
+                             if not d.def_path.startswith("stages/") and d.def_path != "params.yaml"}}
+        expected = {"outs": set(), "metrics": set(), "plots": set()} | expected_files(address, models)
+        assert declared == expected, address

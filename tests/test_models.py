@@ -1,0 +1,52 @@
+"""Every model of models.py: output shape on a tiny batch, and a backward pass that reaches every weight."""
+import pytest
+import torch
+
+from stages.models import build_model, model_config
+
+IMAGES = {"in_channels": 1, "num_classes": 10, "image_size": 28}
+CASES = [  # (kind, name, config, input batch, output shape)
+    ("series", "rnn", {"input_size": 2, "output_size": 2, "hidden_size": 8, "num_layers": 2, "dropout": 0.1},
+     torch.randn(4, 12, 2), (4, 2)),
+    ("series", "lstm", {"input_size": 1, "output_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0},
+     torch.randn(4, 12, 1), (4, 1)),
+    ("series", "gru", {"input_size": 1, "output_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0},
+     torch.randn(4, 30, 1), (4, 1)),
+    ("images", "cnn", IMAGES, torch.randn(4, 1, 28, 28), (4, 10)),
+    ("images", "cnn2", IMAGES | {"dropout": 0.2}, torch.randn(4, 1, 28, 28), (4, 10)),
+    ("images", "simple_cnn", IMAGES, torch.randn(4, 1, 28, 28), (4, 10)),
+    ("images", "flower_cnn", {"in_channels": 3, "num_classes": 5, "image_size": 32}, torch.randn(2, 3, 32, 32), (2, 5)),
+    ("images", "small_cnn", {"in_channels": 3, "num_classes": 5, "image_size": 48, "dropout": 0.3},
+     torch.randn(2, 3, 48, 48), (2, 5)),
+    ("images", "resnet18", {"num_classes": 10, "input_size": 32, "hidden_size": 16, "dropout": 0.5},
+     torch.randn(2, 3, 32, 32), (2, 10)),
+    ("text", "gru", {"vocab_size": 50, "embedding_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.5},
+     torch.randint(0, 50, (4, 10)), (4, 50)),
+    ("text", "lstm", {"vocab_size": 50, "embedding_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.2},
+     torch.randint(0, 50, (4, 10)), (4, 50)),
+]
+
+
+@pytest.mark.parametrize("kind, name, config, x, shape", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_forward_shape_and_backward_reach_every_weight(kind, name, config, x, shape):
+    torch.manual_seed(0)
+    model = build_model(kind, name, config).train()
+    out = model(x)
+    assert out.shape == shape
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reached {missing}"
+
+
+def test_model_config_takes_the_data_shape_and_only_the_params_the_model_accepts():
+    shape = {"in_channels": 1, "num_classes": 10, "image_size": 28}
+    assert model_config("images", "cnn", shape, {"dropout": 0.2}) == shape  # DigitsCNN has no dropout
+    assert model_config("images", "cnn2", shape, {"dropout": 0.2}) == shape | {"dropout": 0.2}
+    params = {"backbone": "vgg16", "input_size": 32, "hidden_size": 256, "dropout": 0.5}
+    assert model_config("images", "vgg16", shape, params) == {"num_classes": 10, "input_size": 32,
+                                                              "hidden_size": 256, "dropout": 0.5}
+
+
+def test_an_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="unknown model 'tcn' for a series task"):
+        build_model("series", "tcn", {})
