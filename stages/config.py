@@ -37,10 +37,15 @@ class SeriesPreprocess:
     val_ratio: float
     test_ratio: float
     scaler: str
+    log: bool  # model the log of the series: a season that grows with the level becomes additive
+    differences: tuple[int, ...]  # lags differenced away before windowing, in order (12: seasonal, 1: first)
 
     def __post_init__(self):
         _require(self.seq_length >= 1, f"seq_length must be >= 1, got {self.seq_length}")
         _require(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
+        _require(all(lag >= self.horizon for lag in self.differences),
+                 f"differences must all be >= horizon ({self.horizon}): a forecast may use only values it has seen, "
+                 f"got {list(self.differences)}")
         _require(0 < self.val_ratio < 1, f"val_ratio must be in (0, 1), got {self.val_ratio}")
         _require(0 < self.test_ratio < 1, f"test_ratio must be in (0, 1), got {self.test_ratio}")
         _require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
@@ -49,10 +54,21 @@ class SeriesPreprocess:
 
 @dataclass(frozen=True)
 class SeriesBaseline:
-    season: int  # steps per season for the seasonal-naive baseline; 0 = none
+    season: int  # steps per season for the seasonal baselines; 0 = none
+    ridge_alpha: float  # L2 penalty of the linear autoregression on the models' own windows
+    sarima_order: tuple[int, ...]  # (p, d, q); [] = no SARIMA baseline
+    sarima_seasonal_order: tuple[int, ...]  # (P, D, Q) at period `season`
+    sarima_log: bool  # fit SARIMA to the log of the series
+    ets_seasonal: str  # Holt-Winters (additive trend) with an "add" or "mul" season, or "none"
 
     def __post_init__(self):
         _require(self.season >= 0, f"season must be >= 0, got {self.season}")
+        _require(self.ridge_alpha >= 0, f"ridge_alpha must be >= 0, got {self.ridge_alpha}")
+        _require(len(self.sarima_order) in (0, 3) and len(self.sarima_seasonal_order) in (0, 3),
+                 "sarima_order and sarima_seasonal_order must be [p, d, q] / [P, D, Q] or []")
+        _require(self.ets_seasonal in ("add", "mul", "none"), f"ets_seasonal must be add, mul or none, got {self.ets_seasonal!r}")
+        _require((not self.sarima_seasonal_order and self.ets_seasonal == "none") or self.season >= 2,
+                 "a seasonal SARIMA or ETS baseline needs season >= 2")
 
 
 @dataclass(frozen=True)
@@ -86,12 +102,21 @@ class Train:
 
 
 @dataclass(frozen=True)
+class SeriesTrain(Train):
+    seeds: int  # models trained, with seeds seed, seed+1, ...: the checkpoint keeps the best on validation
+
+    def __post_init__(self):
+        super().__post_init__()
+        _require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+
+
+@dataclass(frozen=True)
 class SeriesTask:
     download: Download
     preprocess: SeriesPreprocess
     baseline: SeriesBaseline
     model: RecurrentModel
-    train: Train
+    train: SeriesTrain
     kind: typing.ClassVar[str] = "series"
     models: typing.ClassVar[tuple] = ("rnn", "lstm", "gru")
 

@@ -7,11 +7,21 @@ Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.c
 to each model's MLflow training run.
 Usage: python -m stages.evaluate <task>
 """
+import numpy as np
+
 from stages import kinds, paths, tracking
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import load_arrays, read_json, write_csv, write_json
 from stages.training import load_trained, pick_device
+
+
+def spread(per_seed: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of each test metric, and of each validation one (val_...)."""
+    flat = [{k: v for k, v in m.items() if isinstance(v, float)} |
+            {f"val_{k}": v for k, v in m.get("validation", {}).items()} for m in per_seed]
+    return {f"{k}_{stat}": float(f(np.array([m[k] for m in flat]))) for k in flat[0]
+            for stat, f in (("mean", np.mean), ("std", np.std))}
 
 
 def main(argv: list[str]) -> None:
@@ -22,11 +32,19 @@ def main(argv: list[str]) -> None:
     for name in params.trained_models(task):
         model, checkpoint = load_trained(task, name, task_cfg.kind, device)
         metrics, columns = kinds.of(task_cfg).score(model, data, meta, device)
+        if "seed_state_dicts" in checkpoint:  # the kept seed's numbers, and the spread over every seed trained
+            per_seed = []
+            for state in checkpoint["seed_state_dicts"]:
+                model.load_state_dict(state)
+                per_seed.append(kinds.of(task_cfg).score(model, data, meta, device)[0])
+            metrics["seeds"] = spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
         write_json(paths.model_metrics(task, name), metrics)
         write_csv(paths.predictions(task, name), columns)
         with tracking.resume_run(checkpoint["mlflow_run_id"]) as run:
-            if run is not None:
-                tracking.log_metrics(metrics, prefix="test_")
+            if run is not None:  # forecasters also report the validation split, under val_
+                tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, prefix="test_")
+                tracking.log_metrics(metrics.get("seeds", {}), prefix="test_seeds_")
+                tracking.log_metrics(metrics.get("validation", {}), prefix="val_")
         print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
 
 

@@ -46,22 +46,47 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
-    """Split, scale (training statistics only) and window one series; returns (arrays, meta)."""
+    """Transform (log, differences), split, scale (training statistics only) and window one series; returns
+    (arrays, meta). The models see windows of the transformed series; `invert` turns their forecasts back."""
     train_end, val_end = chronological_split(len(values), cfg.val_ratio, cfg.test_ratio)
-    if train_end < cfg.seq_length + cfg.horizon + 1:
+    lost = sum(cfg.differences)  # the first steps have no differenced value
+    if train_end < cfg.seq_length + cfg.horizon + lost + 1:
         raise PipelineError(f"params.yaml: {task}.preprocess.seq_length={cfg.seq_length} is too long: the training "
-                            f"part has only {train_end} steps (needs seq_length + horizon + 1)")
-    scaler = fit_scaler(values[:train_end], cfg.scaler)
-    scaled = scale(values, scaler)[:, None]  # (T, F=1)
+                            f"part has only {train_end} steps (needs seq_length + horizon + sum(differences) + 1)")
+    if cfg.log and values.min() <= 0:
+        raise PipelineError(f"params.yaml: {task}.preprocess.log is true but the series has values <= 0")
+    transformed = transform(values, cfg.log, cfg.differences)
+    scaler = fit_scaler(transformed[lost:train_end], cfg.scaler)
+    scaled = scale(transformed, scaler)[:, None]  # (T, F=1)
     arrays = {"series": values, "scaler": np.array([scaler["offset"], scaler["scale"]])}
     for split, (start, end) in {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, len(values))}.items():
-        targets = target_indices(start, end, cfg.seq_length, cfg.horizon)
+        targets = target_indices(start, end, cfg.seq_length + lost, cfg.horizon)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = make_windows(scaled, targets, cfg.seq_length, cfg.horizon)
         arrays[f"index_{split}"] = targets
-    meta = {"unit": SERIES_COLUMNS[task][4], "scaler": scaler, "horizon": cfg.horizon,
-            "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
+    meta = {"unit": SERIES_COLUMNS[task][4], "scaler": scaler, "horizon": cfg.horizon, "log": cfg.log,
+            "differences": list(cfg.differences), "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta
+
+
+def transform(values: np.ndarray, log: bool, differences) -> np.ndarray:
+    """log (if asked), then each lag differenced away in turn; the first sum(differences) steps become NaN."""
+    z = np.log(values) if log else values.astype(np.float64)
+    for lag in differences:
+        z = np.concatenate([np.full(lag, np.nan), z[lag:] - z[:-lag]])
+    return z
+
+
+def invert(forecast: np.ndarray, values: np.ndarray, targets: np.ndarray, meta: dict) -> np.ndarray:
+    """Forecasts of the transformed, scaled series at `targets` -> forecasts in the series' units.
+
+    Differencing is undone with observed values only: z_t = d_t + (z_t - d_t), and z_t - d_t is a sum of z at
+    lags >= min(differences) >= horizon, all observed when the forecast is made (config checks the lags).
+    """
+    z = np.log(values) if meta["log"] else values.astype(np.float64)
+    known = (z - transform(values, meta["log"], meta["differences"]))[targets]  # 0 without differences
+    level = unscale(forecast, meta["scaler"]) + known
+    return np.exp(level) if meta["log"] else level
 
 
 def prepare(task: str, cfg) -> tuple[dict, dict]:
@@ -73,15 +98,72 @@ def prepare(task: str, cfg) -> tuple[dict, dict]:
 
 
 def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
-    """Naive (persistence) and seasonal naive forecasts of the test steps; (metrics, forecast columns)."""
-    targets, values = data["index_test"], data["series"]
-    forecasts = {"naive": naive_forecast(values, targets, meta["horizon"])}
+    """The classical forecasts of the test steps, each fitted on the steps before the test part only; (metrics,
+    forecast columns). Naive (persistence), seasonal naive, a ridge autoregression on the models' own windows,
+    SARIMA and Holt-Winters (one step ahead, parameters fixed before the test part)."""
+    targets, values, horizon = data["index_test"], data["series"], meta["horizon"]
+    fit_end = int(data["index_val"][-1]) + 1  # train + validation: everything before the test part
+    forecasts = {"naive": naive_forecast(values, targets, horizon)}
     if cfg.season:
-        forecasts["seasonal_naive"] = seasonal_naive_forecast(values, targets, meta["horizon"], cfg.season)
+        forecasts["seasonal_naive"] = seasonal_naive_forecast(values, targets, horizon, cfg.season)
+    fit_x = np.concatenate([data["x_train"], data["x_val"]])
+    fit_y = np.concatenate([data["y_train"], data["y_val"]])
+    forecasts["linear_ar"] = invert(ridge_forecast(fit_x, fit_y, data["x_test"], cfg.ridge_alpha), values, targets, meta)
+    if cfg.sarima_order or cfg.ets_seasonal != "none":
+        if horizon != 1:
+            raise PipelineError("params.yaml: the SARIMA and ETS baselines forecast one step ahead: set "
+                                "preprocess.horizon 1, or baseline.sarima_order [] and ets_seasonal none")
+        if cfg.sarima_order:
+            forecasts["sarima"] = sarima_forecast(values, fit_end, targets, cfg.sarima_order,
+                                                  (*cfg.sarima_seasonal_order, cfg.season) if cfg.sarima_seasonal_order
+                                                  else (0, 0, 0, 0), cfg.sarima_log)
+        if cfg.ets_seasonal != "none":
+            forecasts["ets"] = ets_forecast(values, fit_end, targets, cfg.ets_seasonal, cfg.season)
     actual = values[targets]
     metrics = {name: forecast_metrics(actual, predicted) for name, predicted in forecasts.items()}
     columns = {"time": data["times"][targets].tolist(), "actual": actual.tolist()}
     return metrics, columns | {name: predicted.tolist() for name, predicted in forecasts.items()}
+
+
+def ridge_forecast(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, alpha: float) -> np.ndarray:
+    """A linear autoregression: ridge regression of the next (transformed, scaled) value on the same windows the
+    recurrent models see, fitted on the training and validation windows. What an RNN must beat to earn its cost."""
+    from sklearn.linear_model import Ridge
+
+    model = Ridge(alpha=alpha).fit(x_fit.reshape(len(x_fit), -1), y_fit[:, 0])
+    return model.predict(x.reshape(len(x), -1))
+
+
+def sarima_forecast(values: np.ndarray, fit_end: int, targets: np.ndarray, order, seasonal_order,
+                    log: bool) -> np.ndarray:
+    """One-step-ahead SARIMA forecasts of values[targets] (all >= fit_end): the parameters are fitted on
+    values[:fit_end] only, then the whole series is filtered with them fixed, never refitted, so each
+    forecast uses only earlier values. On the log scale the forecast is exp(mean): the median."""
+    import warnings
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    z = np.log(values) if log else values.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' convergence chatter; the metrics say how well it did
+        fitted = SARIMAX(z[:fit_end], order=tuple(order), seasonal_order=tuple(seasonal_order)).fit(disp=False)
+        predicted = fitted.apply(z).get_prediction().predicted_mean  # one step ahead at every t
+    return np.exp(predicted[targets]) if log else predicted[targets]
+
+
+def ets_forecast(values: np.ndarray, fit_end: int, targets: np.ndarray, seasonal: str, season: int) -> np.ndarray:
+    """One-step-ahead Holt-Winters forecasts (additive trend, `seasonal` season) of values[targets]: fitted on
+    values[:fit_end], then the whole series smoothed with those parameters fixed."""
+    import warnings
+
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    spec = {"error": "add", "trend": "add", "seasonal": seasonal, "seasonal_periods": season}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = ETSModel(values[:fit_end].astype(np.float64), **spec).fit(disp=False)
+        smoothed = ETSModel(values.astype(np.float64), **spec).smooth(fitted.params)
+    return np.asarray(smoothed.fittedvalues)[targets]
 
 
 def augmenter(task_cfg, meta: dict):
@@ -96,16 +178,22 @@ def tensors(data: dict, meta: dict, split: str):
     return torch.from_numpy(data[f"x_{split}"]), torch.from_numpy(data[f"y_{split}"])
 
 
-def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
-    """Test RMSE, MAE and MAPE in the series' units (inverse-scaled); the actual and forecast value of every step."""
+def forecast(model, data: dict, meta: dict, split: str, device) -> np.ndarray:
+    """The model's forecasts of a split's targets, in the series' units."""
     from stages.training import predict
 
-    x, _ = tensors(data, meta, "test")
-    predicted = unscale(predict(model, x, 1024, device).numpy()[:, 0], meta["scaler"])
-    actual = data["series"][data["index_test"]]
-    columns = {"time": data["times"][data["index_test"]].tolist(), "actual": actual.tolist(),
-               "predicted": predicted.tolist()}
-    return forecast_metrics(actual, predicted), columns
+    x, _ = tensors(data, meta, split)
+    return invert(predict(model, x, 1024, device).numpy()[:, 0], data["series"], data[f"index_{split}"], meta)
+
+
+def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test RMSE, MAE and MAPE in the series' units (transforms undone), plus the same on the validation split
+    (`validation`: what settings may be chosen on); the actual and forecast value of every test step."""
+    predicted, targets = forecast(model, data, meta, "test", device), data["index_test"]
+    actual = data["series"][targets]
+    columns = {"time": data["times"][targets].tolist(), "actual": actual.tolist(), "predicted": predicted.tolist()}
+    validation = forecast_metrics(data["series"][data["index_val"]], forecast(model, data, meta, "val", device))
+    return forecast_metrics(actual, predicted) | {"validation": validation}, columns
 
 
 def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:

@@ -86,8 +86,8 @@ def resume_run(run_id: str | None):
         yield run
 
 
-def log_epoch(stats: dict) -> None:
-    _mlflow().log_metrics({k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
+def log_epoch(stats: dict, prefix: str = "") -> None:
+    _mlflow().log_metrics({prefix + k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
 
 
 def log_metrics(metrics: dict, prefix: str = "") -> None:

@@ -161,12 +161,12 @@ def _prepare(model: nn.Module, device: torch.device, x: torch.Tensor) -> None:
 
 
 def save_trained(task: str, name: str, model_name: str, config: dict, best: dict, history: list[dict],
-                 run_id: str) -> None:
+                 run_id: str, extra: dict | None = None) -> None:
     """The best epoch's checkpoint (a dict: model name and constructor config, state_dict, epoch, MLflow run) and
     the per-epoch history that `dvc plots` draws."""
     save_checkpoint(paths.checkpoint(task, name), {
         "model": model_name, "config": config, "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()},
-        "epoch": best["epoch"], "mlflow_run_id": run_id})
+        "epoch": best["epoch"], "mlflow_run_id": run_id} | (extra or {}))
     write_csv(paths.history(task, name), {k: [h.get(k) for h in history] for k in history[0]})
     print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {paths.checkpoint(task, name)}")
 

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 
 from stages import series
-from stages.config import SeriesPreprocess
+from stages.config import SeriesBaseline, SeriesPreprocess
 from stages.errors import PipelineError
 
 
 def cfg(**overrides):
-    values = {"seq_length": 3, "horizon": 1, "val_ratio": 0.2, "test_ratio": 0.2, "scaler": "minmax"} | overrides
+    values = {"seq_length": 3, "horizon": 1, "val_ratio": 0.2, "test_ratio": 0.2, "scaler": "minmax", "log": False,
+              "differences": ()} | overrides
     return SeriesPreprocess(**values)
 
 
@@ -90,3 +91,76 @@ def test_a_series_out_of_order_or_infinite_is_refused_naming_the_file(tmp_path, 
         series.read_series(path, "passengers")
     path.write_text("Month,Passengers\n1949-01,112\n1949-02,118\n")
     assert series.read_series(path, "passengers")[1].tolist() == [112.0, 118.0]
+
+
+def seasonal_series(n: int = 96, seed: int = 0) -> np.ndarray:
+    """A positive monthly-like series: trend, a season of 12 that grows with the level, and noise."""
+    t = np.arange(n)
+    rng = np.random.default_rng(seed)
+    return (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) * np.exp(rng.normal(0, 0.02, n))
+
+
+@pytest.mark.parametrize("log, differences", [(False, ()), (True, ()), (True, (12,)), (True, (1, 12)), (False, (1,))])
+def test_transform_and_invert_give_back_every_value(log, differences):
+    """Forecasting the transformed series perfectly must give back the real values exactly."""
+    values = seasonal_series()
+    arrays, meta = series.windows(values, cfg(seq_length=4, log=log, differences=differences), "passengers")
+    for split in ("train", "val", "test"):
+        restored = series.invert(arrays[f"y_{split}"][:, 0].astype(np.float64), values, arrays[f"index_{split}"], meta)
+        np.testing.assert_allclose(restored, values[arrays[f"index_{split}"]], rtol=1e-5)
+
+
+def test_differenced_windows_use_only_the_past_and_keep_the_test_steps():
+    values = seasonal_series()
+    plain, _ = series.windows(values, cfg(seq_length=4), "passengers")
+    diffed, _ = series.windows(values, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
+    assert diffed["index_test"].tolist() == plain["index_test"].tolist()  # the same steps are scored
+    changed = values.copy()
+    changed[plain["index_test"][0]:] *= 3  # the test part changes: training windows and scaler must not
+    again, meta = series.windows(changed, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
+    np.testing.assert_array_equal(again["x_train"], diffed["x_train"])
+    np.testing.assert_array_equal(again["y_train"], diffed["y_train"])
+
+
+def test_differences_shorter_than_the_horizon_are_refused():
+    with pytest.raises(ValueError, match="differences must all be >= horizon"):
+        cfg(horizon=2, differences=(1,))
+
+
+def test_sarima_forecasts_one_step_ahead_with_parameters_fixed_before_the_test_part():
+    """ARIMA(0,1,1) by hand: forecast_t = y_{t-1} + theta * e_{t-1}, e_t = y_t - forecast_t, with the theta that
+    was fitted on the first part only; changing later values changes no earlier forecast."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, 200)
+    values = 50 + np.cumsum(noise[1:] + 0.6 * noise[:-1])  # an IMA(1,1) walk
+    fit_end, targets = 150, np.arange(150, 199)
+    predicted = series.sarima_forecast(values, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
+    params = SARIMAX(values[:fit_end], order=(0, 1, 1)).fit(disp=False).params
+    theta = params[0]
+    forecast, error = values[0], 0.0
+    by_hand = []
+    for t in range(1, len(values)):
+        forecast = values[t - 1] + theta * error
+        error = values[t] - forecast
+        by_hand.append(forecast)
+    np.testing.assert_allclose(predicted, np.array(by_hand)[targets - 1], rtol=1e-6)
+    changed = values.copy()
+    changed[170:] += 100
+    again = series.sarima_forecast(changed, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
+    np.testing.assert_array_equal(again[:21], predicted[:21])  # forecasts up to step 170 saw no changed value
+    assert not np.allclose(again[21:], predicted[21:])
+
+
+def test_classical_baselines_beat_naive_on_a_seasonal_series():
+    values = seasonal_series(144)
+    arrays, meta = series.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2), "passengers")
+    arrays["times"] = np.array([str(i) for i in range(len(values))])
+    baseline = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
+                              sarima_log=True, ets_seasonal="mul")
+    metrics, columns = series.baselines(arrays, meta, baseline)
+    assert set(metrics) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
+    assert len(columns["sarima"]) == len(arrays["index_test"])
+    for name in ("sarima", "ets", "linear_ar"):
+        assert metrics[name]["rmse"] < metrics["naive"]["rmse"], name
