@@ -367,6 +367,8 @@ class Params:
 
 
 TASK_NAMES = tuple(f.name for f in fields(Params) if is_dataclass(typing.get_type_hints(Params)[f.name]))
+# The sections a task has (download, preprocess, train, ...): as a top-level key, one is a task-first slip.
+STAGE_KEYS = {f.name for name in TASK_NAMES for f in fields(typing.get_type_hints(Params)[name])}
 
 
 def _convert(value, kind, where: str):
@@ -395,6 +397,9 @@ def _build(cls, raw, where: str):
     prefix = f"{where}." if where else ""
     names = [f.name for f in fields(cls)]
     for key in raw:
+        if key not in names and not where and key in STAGE_KEYS:  # e.g. `dvc exp run -S +train.lr=0.01`
+            raise PipelineError(f"params.yaml: unknown top-level key {key}: keys are task-first, <task>.{key}.<key> "
+                                f"(e.g. passengers.{key}, digits.{key}); tasks: {', '.join(TASK_NAMES)}")
         if key not in names:
             raise PipelineError(f"params.yaml: unknown key {prefix}{key}")
     for name in names:

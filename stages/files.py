@@ -71,8 +71,8 @@ def load_arrays(path: Path) -> dict:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found (run the stage that makes it: dvc repro)") from None
-    except (ValueError, OSError, EOFError) as err:
-        raise PipelineError(f"{path}: corrupt array file ({err})") from None
+    except (ValueError, OSError, EOFError) as err:  # numpy's message would suggest allow_pickle=True: not here
+        raise PipelineError(f"{path}: corrupt array file ({type(err).__name__}); re-run the stage that makes it") from None
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
@@ -89,5 +89,5 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PipelineError(f"{path}: checkpoint not found (run its train stage: dvc repro)") from None
-    except Exception as err:  # torch raises several types for a damaged file
-        raise PipelineError(f"{path}: corrupt checkpoint ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    except Exception as err:  # torch raises several types for a damaged file, and advises unsafe loading: not here
+        raise PipelineError(f"{path}: corrupt checkpoint ({type(err).__name__}); re-run its train stage") from None

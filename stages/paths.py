@@ -11,6 +11,10 @@ RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "jena_climat
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official CIFAR-10 archive unpacks to (transfer, source: url)
 
 
+def params_checked() -> Path:
+    return Path("data/params.ok")
+
+
 def raw(task: str) -> Path:
     return Path("data/raw") / task
 

@@ -30,6 +30,7 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
+    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
     models = params.trained_models(task)
     meta, data = read_json(paths.prepared_meta(task)), load_arrays(paths.prepared_data(task))

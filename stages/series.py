@@ -28,6 +28,8 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{path}: file not found (run: dvc repro download@{task})") from None
     except (ValueError, KeyError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise PipelineError(f"{path}: corrupt or unexpected CSV ({str(err).splitlines()[0]})") from None
+    if len(values) == 0:
+        raise PipelineError(f"{path}: no data rows (only a header)")
     if values.isna().any():
         raise PipelineError(f"{path}: {int(values.isna().sum())} NaN values in column {value_col!r}")
     if not np.isfinite(values).all():

@@ -6,11 +6,13 @@ overrides it (a team server).
 """
 import logging
 import os
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
 from stages.config import ROOT
+from stages.errors import PipelineError, one_line
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Read once, at import: mlflow.set_tracking_uri() writes this variable itself, so a later look would always find it.
@@ -25,6 +27,31 @@ def tracking_uri() -> str:
     if TEAM_SERVER:
         return TEAM_SERVER
     return f"sqlite:///{_store_root() / 'mlflow.db'}"
+
+
+def check_store() -> None:
+    """Stop in one line, before a stage does any work, when the store cannot be used: MLflow itself retries an
+    unreachable server for about four minutes and then raises a traceback."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except OSError as err:
+            raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({one_line(err)}); "
+                                "start it, or unset MLFLOW_TRACKING_URI to log to mlflow.db") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if path.exists() and path.stat().st_size > 0:
+            import sqlite3
+
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                    db.execute("PRAGMA schema_version").fetchone()
+            except sqlite3.DatabaseError as err:
+                raise PipelineError(f"{path}: not a usable MLflow store ({err}); move it aside and a new one "
+                                    "is made") from None
 
 
 def _use_experiment(mlflow, task: str) -> None:
@@ -64,12 +91,38 @@ def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: st
     mlflow = _mlflow()
     _use_experiment(mlflow, task)
     name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
-    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model}
+    _close_abandoned_runs(mlflow, task, stage)
+    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model,
+            "host": socket.gethostname(), "pid": str(os.getpid())}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: v for key, value in params.items() for k, v in _flatten(key, value).items()})
         yield run
+
+
+def _close_abandoned_runs(mlflow, task: str, stage: str) -> None:
+    """Mark KILLED the RUNNING runs of this stage whose process on this machine is gone (killed by a signal or
+    the OOM killer, it could not end its run), so the UI shows no phantom runs."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(task)
+    running = client.search_runs([experiment.experiment_id],
+                                 f"tags.dvc_stage = '{stage}' and attributes.status = 'RUNNING'")
+    for run in running:
+        tags = run.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and not _alive(int(tags["pid"])):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            print(f"MLflow run {run.info.run_id} of {stage} was left RUNNING by a process that is gone: marked KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextmanager

@@ -69,6 +69,8 @@ def test_every_stage_declares_the_code_it_runs(stages):
 def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[Path]]:
     """What each stage must declare, from stages/paths.py: outs, metrics, plots and data deps."""
     stage, _, item = address.partition("@")
+    if stage == "check":
+        return {"outs": {paths.params_checked()}, "data": set()}  # params.yaml, its one input, is left out above
     if stage in ("scratch", "extract", "finetune"):
         data = {paths.prepared("transfer")} | {"scratch": set(), "extract": {paths.checkpoint("digits", "cnn")},
                                                "finetune": {paths.checkpoint("transfer", "extract")}}[stage]
@@ -80,7 +82,7 @@ def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[
                 "data": {paths.prepared(task)}}
     task, model = item, models[item][0]
     return {
-        "download": {"outs": {paths.raw(task)}, "data": set()},
+        "download": {"outs": {paths.raw(task)}, "data": {paths.params_checked()}},
         "preprocess": {"outs": {paths.prepared(task)}, "data": {paths.raw(task)}},
         "baseline": {"metrics": {paths.baseline_metrics(task)}, "plots": {paths.baseline_predictions(task)},
                      "data": {paths.prepared(task)}},

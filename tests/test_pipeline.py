@@ -137,6 +137,14 @@ def test_forecasters_report_seed_spread_and_validation_beside_classical_baseline
     assert {"linear_ar", "sarima"} <= set(temperature)
 
 
+def test_a_top_level_train_key_stops_the_experiment_before_any_stage(repo):
+    """The slip DVC's own hint leads to (`-S +train.lr=...`): the check stage refuses it in one line."""
+    done = run(["dvc", "exp", "run", "--temp", "-S", "+train.lr=0.01"], repo, check=False)
+    assert done.returncode != 0
+    assert "unknown top-level key train: keys are task-first" in done.stdout + done.stderr
+    assert "Running stage 'download" not in done.stdout
+
+
 def test_second_repro_is_a_no_op(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo).stdout
 

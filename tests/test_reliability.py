@@ -1,0 +1,106 @@
+"""Bad input and broken surroundings end in one line that names the file or param, fast, and leave nothing
+behind: a task-first slip in params.yaml, an unreachable tracking server, a corrupt store, a killed run."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from stages import series, tracking
+from stages.config import ROOT, load_params
+from stages.errors import PipelineError
+from stages.files import load_arrays, load_checkpoint
+
+
+def test_a_top_level_stage_key_says_keys_are_task_first(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"train": {"lr": 0.01}}  # `dvc exp run -S +train.lr=0.01`
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(PipelineError, match=r"unknown top-level key train: keys are task-first, <task>\.train\.<key> "
+                                            r"\(e\.g\. passengers\.train.*tasks: passengers, temperature"):
+        load_params(tmp_path / "params.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_variable(monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setattr(tracking, "TEAM_SERVER", uri)
+    started = time.perf_counter()
+    with pytest.raises(PipelineError, match=rf"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer"):
+        tracking.check_store()
+    assert time.perf_counter() - started < 10
+
+
+def test_a_corrupt_mlflow_db_is_one_line_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "mlflow.db").write_bytes(b"this is not sqlite" * 100)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    with pytest.raises(PipelineError, match=r"mlflow\.db: not a usable MLflow store"):
+        tracking.check_store()
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}):
+        pass  # creates the experiment
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    experiment = client.get_experiment_by_name("passengers")
+    abandoned = client.create_run(experiment.experiment_id, tags={
+        "dvc_stage": "train@passengers-lstm", "host": socket.gethostname(), "pid": str(dead.pid)})
+    other = client.create_run(experiment.experiment_id, tags={  # another stage's run, and a live process: kept
+        "dvc_stage": "train@passengers-gru", "host": socket.gethostname(), "pid": str(dead.pid)})
+    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}):
+        pass
+    mlflow.set_tracking_uri(None)
+    assert client.get_run(abandoned.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+def test_a_header_only_series_csv_names_the_file(tmp_path):
+    path = tmp_path / "airline-passengers.csv"
+    path.write_text("Month,Passengers\n")
+    with pytest.raises(PipelineError, match=rf"{path}: no data rows"):
+        series.read_series(path, "passengers")
+
+
+def test_corrupt_checkpoint_and_arrays_do_not_advise_unsafe_loading(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"garbage")
+    (tmp_path / "d.npz").write_bytes(b"garbage")
+    for load, name in ((load_checkpoint, "m.pt"), (load_arrays, "d.npz")):
+        with pytest.raises(PipelineError) as caught:
+            load(tmp_path / name)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name}: corrupt") and "weights_only" not in message
+        assert "allow_pickle" not in message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "passengers"], "error: generate continues text; passengers is a series task\n"),
+    (["evaluate", "foo"], "error: unknown task 'foo' (known: passengers, temperature, digits, flowers, transfer, text)\n"),
+])
+def test_stage_called_with_the_wrong_task_says_so_in_one_line(argv, message, tmp_path):
+    env = os.environ | {"DVC_ROOT": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", f"stages.{argv[0]}", *argv[1:]], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == message
+
+
+def test_every_prepared_series_keeps_its_transform_in_meta():
+    """invert() needs log and differences from meta.json: preprocess writes them (a tiny series here)."""
+    values = np.arange(1.0, 41.0)
+    cfg = load_params().passengers.preprocess
+    _, meta = series.windows(values, cfg, "passengers")
+    assert meta["log"] == cfg.log and meta["differences"] == list(cfg.differences)
