@@ -27,6 +27,22 @@ def atomic_path(path: Path):
             tmp.unlink()
 
 
+def content_sha256(path: Path) -> str:
+    """sha256 over a file, or over a folder's files and their relative names; gzip files count by their content,
+    so the digest does not depend on the zlib that compressed them."""
+    import gzip
+    import hashlib
+
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        data = file.read_bytes()
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode() + b"\0")
+        digest.update(hashlib.sha256(gzip.decompress(data) if file.suffix == ".gz" else data).digest())
+    return digest.hexdigest()
+
+
 def write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")

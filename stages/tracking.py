@@ -66,7 +66,10 @@ def _use_experiment(mlflow, task: str) -> None:
 
 
 def _git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:  # no git on this machine
+        return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 

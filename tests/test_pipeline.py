@@ -196,13 +196,14 @@ def test_every_model_is_logged_to_mlflow_with_test_metrics_and_loads(repo):
 def test_bad_input_fails_with_one_line_and_leaves_no_partial_output(repo):
     raw = repo / "data/raw/passengers/airline-passengers.csv"
     good = raw.read_text()
-    raw.write_text(good.replace(",112", ",nan", 1))
-    try:
-        done = run([sys.executable, "-m", "stages.preprocess", "passengers"], repo, check=False)
-    finally:
-        raw.write_text(good)
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and str(raw.relative_to(repo)) in done.stderr and "NaN" in done.stderr
+    for bad in (good.replace(",112", ",nan", 1), good[:good.index("1955-04") + 9]):  # a NaN; a file cut mid-number
+        raw.write_text(bad)
+        try:
+            done = run([sys.executable, "-m", "stages.preprocess", "passengers"], repo, check=False)
+        finally:
+            raw.write_text(good)
+        assert done.returncode == 2
+        assert done.stderr.strip().count("\n") == 0 and "data/raw/passengers: not the bundled passengers data" in done.stderr
     assert not list((repo / "data/prepared").rglob(".*.tmp"))
 
 

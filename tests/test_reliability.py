@@ -14,7 +14,7 @@ import yaml
 from stages import series, tracking
 from stages.config import ROOT, load_params
 from stages.errors import PipelineError
-from stages.files import load_arrays, load_checkpoint
+from stages.files import content_sha256, load_arrays, load_checkpoint
 
 
 def test_a_top_level_stage_key_says_keys_are_task_first(tmp_path):
@@ -104,3 +104,27 @@ def test_every_prepared_series_keeps_its_transform_in_meta():
     cfg = load_params().passengers.preprocess
     _, meta = series.windows(values, cfg, "passengers")
     assert meta["log"] == cfg.log and meta["differences"] == list(cfg.differences)
+
+
+@pytest.mark.parametrize("task", ["passengers", "temperature", "digits", "transfer", "text"])
+def test_the_bundled_sources_write_exactly_the_pinned_data(task, tmp_path, monkeypatch):
+    """preprocess refuses raw data whose digest differs from the pin: the pin must be what download writes."""
+    from stages import download, paths
+    from stages.preprocess import BUNDLED_SHA256
+
+    monkeypatch.chdir(tmp_path)
+    paths.raw_file(task).parent.mkdir(parents=True)
+    download.BUNDLED[task](paths.raw_file(task))
+    assert content_sha256(paths.raw(task)) == BUNDLED_SHA256[task]
+
+
+def test_content_digest_of_gzip_files_ignores_how_they_were_compressed(tmp_path):
+    import gzip
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.gz").write_bytes(gzip.compress(b"digits" * 100, compresslevel=9, mtime=0))
+    (tmp_path / "b" / "x.gz").write_bytes(gzip.compress(b"digits" * 100, compresslevel=1, mtime=123))
+    assert content_sha256(tmp_path / "a") == content_sha256(tmp_path / "b")
+    (tmp_path / "b" / "x.gz").write_bytes(gzip.compress(b"digits" * 99))
+    assert content_sha256(tmp_path / "a") != content_sha256(tmp_path / "b")
