@@ -77,3 +77,20 @@ def test_every_param_says_what_it_is_in_a_comment():
     bare = [line.strip() for line in (ROOT / "params.yaml").read_text().splitlines()
             if re.match(r"^\s*[a-z_]+: [^#{\s]", line) and "#" not in line]
     assert not bare, f"params.yaml: these keys have no comment: {bare}"
+
+
+def test_params_yaml_is_kept_in_the_form_dvc_writes_back(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml through DVC's YAML writer; in that form a one-value change is a
+    one-line diff, not a reformatted file."""
+    from dvc.utils.serialize import modify_yaml
+
+    original = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(original)
+    with modify_yaml(path):
+        pass
+    assert path.read_text() == original, "params.yaml changes when DVC writes it back: rewrite it in DVC's form"
+    with modify_yaml(path) as params:
+        params["passengers"]["train"]["lr"] = 0.005
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
+    assert len(changed) == 1 and "lr: 0.005" in changed[0][1]
