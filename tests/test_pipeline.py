@@ -109,11 +109,15 @@ def stale_stages(repo: Path, *assignments: str) -> set[str]:
         node[leaf] = yaml.safe_load(value)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     try:
-        # --dry alone lists only the stages whose own deps changed: it cannot know that their outputs will
-        # change. --force-downstream adds everything below them, which is what a real run re-runs.
+        # The check stage reads the whole file, so it re-runs on any edit; its output stays the same, so nothing
+        # below it re-runs for its sake: run it for real first. Then --dry alone would list only the stages whose
+        # own deps changed (it cannot know that their outputs will change); --force-downstream adds everything
+        # below them, which is what a real run re-runs.
+        run(["dvc", "repro", "check"], repo)
         out = run(["dvc", "repro", "--dry", "--force-downstream"], repo).stdout
     finally:
         (repo / "params.yaml").write_text(original)
+        run(["dvc", "repro", "check"], repo)
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
