@@ -34,6 +34,7 @@ def check_store() -> None:
     unreachable server for about four minutes and then raises a traceback."""
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
+        import urllib.error
         import urllib.request
 
         try:
@@ -41,6 +42,18 @@ def check_store() -> None:
         except OSError as err:
             raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({one_line(err)}); "
                                 "start it, or unset MLFLOW_TRACKING_URI to log to mlflow.db") from None
+        # /health answers even when the server's database is down; one cheap query reaches the backend store.
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
+                                   timeout=15).close()
+        except urllib.error.HTTPError as err:
+            if err.code >= 500:
+                raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server cannot use its backend store "
+                                    f"(HTTP {err.code}: {_server_message(err)}); check the server's database "
+                                    "(e.g. PostgreSQL) and its log") from None
+        except OSError as err:
+            raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer a query "
+                                f"({one_line(err)}); check the server and its database") from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         if path.exists() and path.stat().st_size > 0:
@@ -54,12 +67,27 @@ def check_store() -> None:
                                     "is made") from None
 
 
+def _server_message(err) -> str:
+    """The message of an MLflow server's error answer, on one line and short (a database error can be pages)."""
+    import json
+
+    try:
+        message = json.loads(err.read().decode("utf-8", "replace")).get("message", "")
+    except Exception:  # not MLflow's JSON (a proxy's error page, a cut body)
+        message = ""
+    message = one_line(message or err.reason or "no message")
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
 def _use_experiment(mlflow, task: str) -> None:
     """Select the task's experiment. With the local store its artifacts go to <repo>/mlartifacts/<task>: MLflow's
     default (./mlruns of the current directory) would put a queued experiment's models in its temp copy."""
-    if mlflow.get_experiment_by_name(task) is None and not TEAM_SERVER:
+    if mlflow.get_experiment_by_name(task) is None:
+        # A team server picks the artifact location itself (proxied: mlflow-artifacts:/, so stages need no S3
+        # credentials).
+        location = None if TEAM_SERVER else (_store_root() / "mlartifacts" / task).as_uri()
         try:
-            mlflow.create_experiment(task, artifact_location=(_store_root() / "mlartifacts" / task).as_uri())
+            mlflow.create_experiment(task, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
             pass
     mlflow.set_experiment(task)

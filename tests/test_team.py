@@ -1,0 +1,405 @@
+"""Team set-up against real servers, started here on 127.0.0.1 (random free ports, temp dirs) and stopped after:
+
+- PostgreSQL (Debian's package; a throwaway cluster made by initdb, run as the `postgres` user when we are root),
+- an S3-compatible server (moto in server mode; production uses real S3 or MinIO),
+- `mlflow server` on them: runs in PostgreSQL, artifacts proxied to s3://team/mlflow.
+
+In a temp copy of the repo reduced to the passengers task (tiny epochs, one seed), the real `dvc repro` logs to
+that server; the DVC remote is s3://team/dvc on the same S3 server. The stages get MLFLOW_TRACKING_URI and no
+S3 credentials (the server proxies artifacts); only DVC and the bucket listing get them.
+Tests run in file order: the failure modes stop the servers, so they come last. docs/team.md has the timings.
+"""
+import csv
+import glob
+import hashlib
+import io
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BUCKET = "team"
+TARGET = "plot@passengers"  # the reduced pipeline: check, download, preprocess, baseline, 3 x train, evaluate, plot
+MODELS = ("rnn", "lstm", "gru")
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-test", "AWS_SECRET_ACCESS_KEY": "team-test-secret",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+pytestmark = [pytest.mark.team, pytest.mark.e2e]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    """This interpreter's env without any tracking URI or cloud credentials from the machine, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_")) and k not in ("DVC_ROOT", "DVC_EXP_NAME")}
+    env |= {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}:{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "team", "GIT_AUTHOR_EMAIL": "team@example.com",
+            "GIT_COMMITTER_NAME": "team", "GIT_COMMITTER_EMAIL": "team@example.com"}
+    return env | extra
+
+
+def run(cmd, cwd, env, check=True, timeout=900):
+    done = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[:2]} exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {seconds} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """The server and its workers: each server is started in a session of its own, so its group is all of them."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=15)
+            time.sleep(0.5)  # the workers exit after their parent
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def pg_program(name: str) -> str | None:
+    """Debian keeps initdb and pg_ctl off PATH, in /usr/lib/postgresql/<version>/bin."""
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3]))
+    return shutil.which(name) or (versions[-1] if versions else None)
+
+
+class Postgres:
+    """A throwaway cluster; as root it runs as the `postgres` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self):
+        self.initdb, self.pg_ctl = pg_program("initdb"), pg_program("pg_ctl")
+        if not (self.initdb and self.pg_ctl):
+            pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin): "
+                        "apt-get install -y postgresql, as .ci/run does")
+        self.base = Path(tempfile.mkdtemp(prefix="team-pg-"))  # not pytest's tmp: that is private to root
+        self.as_user = []
+        if os.geteuid() == 0:
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+            os.chown(self.base, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.data, self.port = self.base / "data", free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/mlflow"
+        self.pg(self.initdb, "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-N")
+
+    def pg(self, *args):
+        done = subprocess.run(self.as_user + [str(a) for a in args], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise AssertionError(f"{args[:2]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+    def start(self):
+        self.pg(self.pg_ctl, "-D", self.data, "-l", self.base / "log", "-w", "-t", "60", "start",
+                "-o", f"-p {self.port} -h 127.0.0.1 -k {self.base} -c fsync=off -c full_page_writes=off")
+
+    def stop(self):
+        self.pg(self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def query(self, sql: str, dbname: str = "mlflow"):
+        import psycopg
+
+        db = psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, autocommit=True)
+        try:
+            with db.cursor() as cursor:
+                cursor.execute(sql)
+                return cursor.fetchall() if cursor.description else None
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres()
+    server.start()
+    server.query("CREATE DATABASE mlflow", dbname="postgres")
+    yield server
+    subprocess.run(server.as_user + [server.pg_ctl, "-D", str(server.data), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 in server mode; yields its endpoint URL, with the bucket made."""
+    port, log = free_port(), tmp_path_factory.mktemp("s3") / "moto.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT, env=clean_env(),
+                                start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(endpoint + "/moto-api/", proc, log, 60)
+        bucket_client(endpoint).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        stop(proc)
+
+
+def bucket_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+
+class MlflowServer:
+    def __init__(self, postgres: Postgres, s3: str, log: Path):
+        self.port, self.log = free_port(), log
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", postgres.url,
+                    "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--workers", "2"]
+        self.env = clean_env(MLFLOW_S3_ENDPOINT_URL=s3, **S3_KEYS)
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                         start_new_session=True)
+        wait_for(self.uri + "/health", self.proc, log, 180)  # the first start creates MLflow's tables
+
+    def stop(self):
+        stop(self.proc)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, s3, tmp_path_factory):
+    server = MlflowServer(postgres, s3, tmp_path_factory.mktemp("mlflow") / "server.log")
+    yield server
+    server.stop()
+
+
+def reduce_params(params: dict) -> dict:
+    """Only passengers, its three models, two epochs, one seed: the team tests exercise the plumbing."""
+    params["tasks"] = ["passengers"]
+    params["runs"] = {f"passengers-{m}": {"task": "passengers", "model": m} for m in MODELS}
+    params["passengers"]["train"] |= {"epochs": 2, "patience": 1, "seeds": 1}
+    return params
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory, mlflow_server, s3):
+    """A git repo with a bare `origin`, the DVC remote s3://team/dvc, after one `dvc repro` logged to the server
+    and `dvc push`. Yields a namespace with the paths, the envs and the servers."""
+    top = tmp_path_factory.mktemp("team")
+    repo, origin = top / "repo", top / "origin.git"
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT, clean_env()).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and name != "dvc.lock":  # the lock of the full pipeline: not this one's
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    params = reduce_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
+    stage_env = clean_env(MLFLOW_TRACKING_URI=mlflow_server.uri)  # no S3 credentials: artifacts go via the server
+    dvc_env = clean_env(**S3_KEYS)  # DVC talks to S3 itself
+    run(f"git init -q -b main && git add -A && git commit -qm tiny && git init -q --bare -b main {origin} "
+        f"&& git remote add origin {origin}", repo, dvc_env)
+    run(f"dvc remote add -d storage s3://{BUCKET}/dvc && dvc remote modify storage endpointurl {s3} "
+        "&& git add .dvc/config && git commit -qm 'DVC remote on S3'", repo, dvc_env)
+    started = time.perf_counter()
+    run(["dvc", "repro", TARGET], repo, stage_env)
+    print(f"\n[team] dvc repro {TARGET} against the server: {time.perf_counter() - started:.1f} s")
+    run("git add -A && git commit -qm 'tiny run' && git push -q origin main", repo, dvc_env)
+    run(["dvc", "push"], repo, dvc_env)
+    return type("Team", (), dict(repo=repo, origin=origin, top=top, stage_env=stage_env, dvc_env=dvc_env,
+                                 server=mlflow_server, s3=s3))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def global_tracking_uri(team):
+    """MLflow resolves a run's logged models (runs:/<id>/model) through the global tracking URI, whatever the
+    client's own: without this it would open ./mlflow.db of the current directory."""
+    import mlflow
+
+    mlflow.set_tracking_uri(team.server.uri)
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def server_runs(uri: str, name_prefix: str = ""):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("passengers")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return client, [r for r in runs if r.info.run_name.startswith(name_prefix)]
+
+
+def test_every_run_is_logged_to_the_server_with_params_curves_metrics_figures_and_model(team):
+    client, runs = server_runs(team.server.uri)
+    assert sorted(r.info.run_name for r in runs) == sorted(f"workspace-{m}" for m in MODELS)
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied: the stages hold no S3 credentials
+        assert r.data.params["passengers.train.lr"] == "0.01" and r.data.params["passengers.train.epochs"] == "2"
+        assert len(client.get_metric_history(r.info.run_id, "val_loss")) >= 1
+        assert {"test_rmse", "test_mae", "best_val_loss"} <= set(r.data.metrics)
+        figures = [a.path for a in client.list_artifacts(r.info.run_id, "figures")]
+        assert any(p.endswith(".png") for p in figures) and "figures/report.md" in figures
+        assert "model/MLmodel" in [a.path for a in client.list_artifacts(r.info.run_id, "model")]
+    print(f"\n[team] runs logged by dvc repro: {len(runs)}")
+
+
+def test_artifacts_land_in_the_bucket(team):
+    keys = [o["Key"] for page in bucket_client(team.s3).get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix="mlflow/") for o in page.get("Contents", [])]
+    assert sum(k.endswith("/MLmodel") for k in keys) == len(MODELS)  # MLflow 3: <exp>/models/<model id>/artifacts
+    assert sum(k.endswith(".png") and "/figures/" in k for k in keys) >= len(MODELS)
+    print(f"\n[team] objects under s3://{BUCKET}/mlflow/: {len(keys)}")
+
+
+def test_a_model_loads_back_through_the_server(team):
+    import mlflow
+
+    _, runs = server_runs(team.server.uri, "workspace-lstm")
+    assert mlflow.get_tracking_uri() == team.server.uri  # no S3 credentials here: the server proxies the download
+    model = mlflow.pyfunc.load_model(f"runs:/{runs[0].info.run_id}/model")
+    assert model.predict(np.zeros((2, 12, 1), dtype=np.float32)).shape == (2, 1)
+
+
+def digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for sub in ("data", "models") for p in sorted((folder / sub).rglob("*")) if p.is_file()}
+
+
+def test_dvc_pull_in_a_fresh_clone_restores_data_and_models_byte_identical(team):
+    clone = team.top / "clone"
+    run(["git", "clone", "-q", str(team.origin), str(clone)], team.top, team.dvc_env)
+    assert not (clone / "models/passengers/lstm.pt").exists()
+    run(["dvc", "pull", "--with-deps", TARGET], clone, team.dvc_env)  # the reduced pipeline never ran transfer
+    here, there = digests(team.repo), digests(clone)
+    assert {"models/passengers/lstm.pt", "data/prepared/passengers/data.npz"} <= set(here)
+    assert there == here
+    dvc_objects = bucket_client(team.s3).list_objects_v2(Bucket=BUCKET, Prefix="dvc/")["KeyCount"]
+    print(f"\n[team] files under data/ and models/ byte-identical after dvc pull: {len(here)} "
+          f"({dvc_objects} objects under s3://{BUCKET}/dvc/)")
+
+
+def test_two_queued_experiments_run_in_parallel_lose_no_run(team):
+    lrs = {"lr-a": "0.005", "lr-b": "0.02"}
+    for name, lr in lrs.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"passengers.train.lr={lr}", TARGET], team.repo,
+            team.stage_env)
+    started = time.perf_counter()
+    run(["dvc", "queue", "start", "-j", "2"], team.repo, team.stage_env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], team.repo, team.stage_env).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        time.sleep(3)
+    print(f"\n[team] two queued experiments, -j 2: {time.perf_counter() - started:.1f} s")
+    assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "lr-a"], team.repo, team.stage_env,
+                                                      check=False).stdout[-3000:]
+    _, runs = server_runs(team.server.uri)
+    for name, lr in lrs.items():
+        mine = [r for r in runs if r.info.run_name.startswith(f"{name}-")]
+        assert sorted(r.info.run_name for r in mine) == sorted(f"{name}-{m}" for m in MODELS)
+        for r in mine:
+            assert r.info.status == "FINISHED" and r.data.params["passengers.train.lr"] == lr
+            assert "test_rmse" in r.data.metrics
+    assert len(runs) == 3 * len(MODELS)
+    shown = run(["dvc", "exp", "show", "--csv"], team.repo, team.stage_env).stdout
+    assert "lr-a" in shown and "lr-b" in shown
+    print(f"[team] runs on the server after the parallel queue: {len(runs)}, all FINISHED with test_rmse")
+
+
+def test_exp_push_and_pull_share_the_experiment_with_another_clone(team):
+    run(["dvc", "exp", "push", "origin", "lr-a"], team.repo, team.dvc_env)
+    other = team.top / "other"
+    run(["git", "clone", "-q", str(team.origin), str(other)], team.top, team.dvc_env)
+    run(["dvc", "exp", "pull", "origin", "lr-a"], other, team.dvc_env)
+    theirs, mine = (exp_row(folder, "lr-a", team.dvc_env) for folder in (other, team.repo))
+    assert theirs["passengers.train.lr"] == "0.005" and theirs == mine  # same commit, params and metrics
+    # its models came with it: every model its dvc.lock names is in the other clone's cache (dvc exp apply works)
+    lock = yaml.safe_load(run(["git", "show", f"{theirs['rev']}:dvc.lock"], other, team.dvc_env).stdout)
+    for m in MODELS:
+        md5 = lock["stages"][f"train@passengers-{m}"]["outs"][0]["md5"]
+        assert (other / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).is_file()
+
+
+def exp_row(repo: Path, name: str, env: dict) -> dict:
+    """An experiment's row of `dvc exp show --csv`, less what belongs to the machine that ran it."""
+    rows = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo, env).stdout))
+    row = next(r for r in rows if r["Experiment"] == name)
+    return {k: v for k, v in row.items() if k not in ("Created", "State", "Executor")}
+
+
+# Failure modes: one line each, fast. They stop servers, so they run last (file order).
+
+def one_line_error(done) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr[-3000:]
+    return lines[0]
+
+
+def test_dvc_push_to_an_unreachable_remote_fails(team):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    run(f"dvc remote add --local dead s3://{BUCKET}/dvc && dvc remote modify --local dead endpointurl {dead}",
+        team.repo, team.dvc_env)
+    started = time.perf_counter()
+    done = run(["dvc", "push", "-r", "dead"], team.repo, team.dvc_env, check=False, timeout=300)
+    seconds = time.perf_counter() - started
+    assert done.returncode != 0 and ("ERROR" in done.stderr or "ERROR" in done.stdout), done.stdout + done.stderr
+    print(f"\n[team] dvc push to an unreachable S3 endpoint: exit {done.returncode} in {seconds:.1f} s")
+
+
+def test_postgres_down_fails_the_stage_in_one_line_and_logs_nothing(team, postgres):
+    before = postgres.query("SELECT count(*) FROM runs")[0][0]
+    postgres.stop()
+    try:
+        started = time.perf_counter()
+        done = run([sys.executable, "-m", "stages.train", "passengers", "lstm"], team.repo, team.stage_env,
+                   check=False, timeout=300)
+        seconds = time.perf_counter() - started
+    finally:
+        postgres.start()
+    line = one_line_error(done)
+    assert f"MLFLOW_TRACKING_URI={team.server.uri}: the tracking server cannot use its backend store" in line
+    assert seconds < 60
+    assert postgres.query("SELECT count(*) FROM runs")[0][0] == before
+    assert postgres.query("SELECT count(*) FROM runs WHERE status <> 'FINISHED'")[0][0] == 0
+    print(f"\n[team] PostgreSQL down: exit 2 in {seconds:.1f} s: {line}")
+
+
+def test_an_unreachable_tracking_server_fails_the_stage_in_seconds(team):
+    team.server.stop()
+    started = time.perf_counter()
+    done = run([sys.executable, "-m", "stages.train", "passengers", "lstm"], team.repo, team.stage_env,
+               check=False, timeout=300)
+    seconds = time.perf_counter() - started
+    line = one_line_error(done)
+    assert f"MLFLOW_TRACKING_URI={team.server.uri}: the tracking server does not answer" in line
+    assert seconds < 60
+    print(f"\n[team] tracking server stopped: exit 2 in {seconds:.1f} s: {line}")
