@@ -350,10 +350,11 @@ def test_exp_push_and_pull_share_the_experiment_with_another_clone(team):
 
 
 def exp_row(repo: Path, name: str, env: dict) -> dict:
-    """An experiment's row of `dvc exp show --csv`, less what belongs to the machine that ran it."""
+    """An experiment's row of `dvc exp show --csv`, less what belongs to the machine that ran it and `typ`, how the
+    row relates to that clone's checked-out branch (branch_base in one clone, branch_commit in another)."""
     rows = csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--csv"], repo, env).stdout))
     row = next(r for r in rows if r["Experiment"] == name)
-    return {k: v for k, v in row.items() if k not in ("Created", "State", "Executor")}
+    return {k: v for k, v in row.items() if k not in ("Created", "State", "Executor", "typ")}
 
 
 # Failure modes: one line each, fast. They stop servers, so they run last (file order).
