@@ -34,7 +34,8 @@ def bundled_passengers(dest: Path) -> None:
 
 
 def bundled_temperature(dest: Path) -> None:
-    """NREL TMY3 hourly air temperature of Greensboro NC (ships with pvlib), in the Jena CSV's columns."""
+    """NREL TMY3 hourly air temperature of Greensboro NC (ships with pvlib), in the Jena CSV's columns (the
+    format preprocess reads for both sources)."""
     import pvlib
 
     frame, _ = pvlib.iotools.read_tmy3(package_file("pvlib", "data/723170TYA.CSV"), map_variables=True,
@@ -90,9 +91,10 @@ def from_url(task: str, cfg, dest: Path) -> None:
     archive = download(cfg.url, paths.raw(task) / "download" / Path(cfg.url).name, cfg.checksum)
     if archive.name.endswith((".zip", ".tgz", ".tar.gz")):
         unpacked = extract(archive, paths.raw(task) / "unpacked")
-        found = [p for p in unpacked.rglob(dest.name)]
+        member = paths.ARCHIVE_MEMBERS.get(task, dest.name)
+        found = list(unpacked.rglob(member))
         if not found:
-            raise PipelineError(f"{archive}: holds no {dest.name}")
+            raise PipelineError(f"{archive}: holds no {member}")
         with atomic_path(dest) as tmp:
             found[0].rename(tmp)
     elif task == "text":  # any single UTF-8 text file becomes the one document of the corpus folder

@@ -4,7 +4,7 @@ Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled). Classificati
 precision/recall. Text: cross-entropy, perplexity, top-1/top-5 next-word accuracy. One process for all the
 task's models: torch and MLflow start once, not once per model.
 Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.csv, and adds the test metrics
-to each model's MLflow training run.
+to each model's MLflow training run (found by its checkpoint's hash; the run is not reopened).
 Usage: python -m stages.evaluate <task>
 """
 import numpy as np
@@ -29,25 +29,28 @@ def main(argv: list[str]) -> None:
     params = load_params()
     tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
     task_cfg, device = params.task(task), pick_device(params.device)
+    kind = kinds.of(task_cfg)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
     for name in params.trained_models(task):
         model, checkpoint = load_trained(task, name, task_cfg.kind, device)
-        metrics, columns = kinds.of(task_cfg).score(model, data, meta, device)
+        metrics, columns = kind.score(model, data, meta, device)
         if "seed_state_dicts" in checkpoint:  # the kept seed's numbers, and the spread over every seed trained
             per_seed = []
-            for state in checkpoint["seed_state_dicts"]:
+            for seed, state in enumerate(checkpoint["seed_state_dicts"], start=params.seed):
+                if seed == checkpoint["seed"]:
+                    per_seed.append(metrics)
+                    continue
                 model.load_state_dict(state)
-                per_seed.append(kinds.of(task_cfg).score(model, data, meta, device)[0])
+                per_seed.append(kind.score(model, data, meta, device)[0])
             metrics["seeds"] = spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
         write_json(paths.model_metrics(task, name), metrics)
         write_csv(paths.predictions(task, name), columns)
-        with tracking.resume_run(checkpoint["mlflow_run_id"]) as run:
-            if run is not None:  # forecasters also report the validation split, under val_
-                tracking.log_metrics({k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, prefix="test_")
-                tracking.log_metrics(metrics.get("seeds", {}), prefix="test_seeds_")
-                tracking.log_metrics(metrics.get("validation", {}), prefix="val_")
+        run_id = tracking.training_run(task, paths.checkpoint(task, name))
+        if run_id is not None:  # forecasters also report the validation split, under val_
+            tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, "test_")
+            tracking.add_to_run(run_id, metrics.get("seeds", {}), "test_seeds_")
+            tracking.add_to_run(run_id, metrics.get("validation", {}), "val_")
         print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-
 
 if __name__ == "__main__":
     run_stage(main, "python -m stages.evaluate <task>")

@@ -36,9 +36,11 @@ def learning_curves(histories: dict[str, dict], metric: str, title: str):
 
 
 def forecasts(times: list, actual: list, lines: dict[str, tuple[list, str]], unit: str, title: str, limit: int = 400):
-    """Actual values and each forecast over the test steps (the first `limit` of a long hourly test set).
-    `lines` maps a label to (values, style): dotted for baselines, solid for models."""
+    """Actual values and each forecast over the test steps (the first `limit` of a long hourly test set, which
+    the title then says). `lines` maps a label to (values, style): dotted for baselines, solid for models."""
     n = min(limit, len(actual))
+    if n < len(actual):
+        title += f" (first {n} of {len(actual)} test steps)"
     fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.plot(range(n), actual[:n], color="black", linewidth=2, label="actual")
     for i, (label, (values, style)) in enumerate(lines.items()):

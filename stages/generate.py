@@ -34,10 +34,8 @@ def main(argv: list[str]) -> None:
     meta = read_json(paths.prepared_meta(task))
     lines = [f"# {task}: generated continuations", "",
              f"{cfg.n_words} words after each prompt, never `<unk>` (a word outside the training vocabulary).", ""]
-    run_ids = []
     for name in params.trained_models(task):
-        model, checkpoint = load_trained(task, name, task_cfg.kind, torch.device("cpu"))
-        run_ids.append(checkpoint["mlflow_run_id"])
+        model, _ = load_trained(task, name, task_cfg.kind, torch.device("cpu"))
         lines += [f"## {name}", "", "| prompt | mode | continuation |", "|---|---|---|"]
         for prompt in cfg.prompts:
             for mode, words in continuations(model, prompt, meta["vocab"], cfg, meta["max_len"], params.seed).items():
@@ -46,10 +44,10 @@ def main(argv: list[str]) -> None:
         lines.append("")
     with atomic_path(paths.samples(task)) as tmp:
         tmp.write_text("\n".join(lines))
-    for run_id in run_ids:
-        with tracking.resume_run(run_id) as run:
-            if run is not None:
-                tracking.log_artifacts([paths.samples(task)], folder="samples")
+    for name in params.trained_models(task):
+        run_id = tracking.training_run(task, paths.checkpoint(task, name))
+        if run_id is not None:
+            tracking.add_to_run(run_id, artifacts=[paths.samples(task)], folder="samples")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from stages.augment import augment
 from stages.config import ImageTask, TransferPreprocess
 from stages.errors import PipelineError
 
+HEADLINE, LOWER_IS_BETTER = "accuracy", False  # the test metric metrics/summary/<task>.json lists per model
+
 
 def prepare(task: str, cfg) -> tuple[dict, dict]:
     """Stratified seeded splits (few labels per class for transfer), kept as uint8; normalised when loaded, with
@@ -86,7 +88,10 @@ def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
 
     y_train, y_test = data["y_train"], data["y_test"]
     majority = np.full_like(y_test, np.bincount(y_train).argmax())
-    logistic = LogisticRegression(max_iter=cfg.max_iter).fit(pixels(data["x_train"]), y_train)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # one BLAS thread: the same coefficients on every run, whatever the load
+        logistic = LogisticRegression(max_iter=cfg.max_iter).fit(pixels(data["x_train"]), y_train)
     predictions = {"majority": majority, "logistic_pixels": logistic.predict(pixels(data["x_test"]))}
     metrics = {name: {"accuracy": float((p == y_test).mean())} for name, p in predictions.items()}
     names = meta["classes"]
@@ -121,6 +126,33 @@ def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
     metrics = {"accuracy": float((predicted == y.numpy()).mean()), "loss": float(-logp.mean()),
                "precision": dict(zip(names, precision.round(4).tolist())), "recall": dict(zip(names, recall.round(4).tolist()))}
     return metrics, {"actual": [names[i] for i in y.tolist()], "predicted": [names[i] for i in predicted.tolist()]}
+
+
+def serving(data: dict, meta: dict, task_cfg) -> tuple[dict, np.ndarray]:
+    """What the logged model needs to classify raw images (`spec`), and an input example: two training images."""
+    spec = {k: meta[k] for k in ("classes", "mean", "std")} | {"image_size": meta["shape"]["image_size"]}
+    return spec, data["x_train"][:2]
+
+
+def serve(model, images, spec: dict):
+    """The likeliest class and every class's probability (columns p_<class>) of each image: uint8 or 0-255
+    pixels, (N, H, W) grayscale or (N, H, W, C); grayscale images of another size are resized as preprocess does."""
+    import pandas as pd
+
+    from stages.training import predict
+
+    x, size = np.asarray(images), spec["image_size"]
+    if x.ndim == 3 and x.shape[1:] != (size, size):
+        x = resize(np.clip(x, 0, 255).round().astype(np.uint8), size)
+    channels = 1 if x.ndim == 3 else x.shape[-1]
+    if x.ndim not in (3, 4) or x.shape[1:3] != (size, size) or channels != len(spec["mean"]):
+        raise ValueError(f"expected images of {size}x{size} pixels with {len(spec['mean'])} channel(s), 0-255, "
+                         f"shaped (N, H, W) or (N, H, W, C); got shape {x.shape}")
+    logits = predict(model, to_tensor(x, spec["mean"], spec["std"]), 256, torch.device("cpu"))
+    probabilities = torch.softmax(logits, dim=1).numpy()
+    frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in spec["classes"]])
+    frame.insert(0, "class", [spec["classes"][i] for i in probabilities.argmax(1)])
+    return frame
 
 
 def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:

@@ -7,6 +7,9 @@ Each kind module has the same functions, which the stages call without asking wh
   tensors(data, meta, split) -> (x, y)              train, evaluate: one split as CPU tensors
   score(model, data, meta, device) -> (metrics, columns)   evaluate: test metrics and per-example predictions
   figures(results, data, meta, task_cfg, seed) -> {file name: figure}   plot: the kind's own figures
+  HEADLINE, LOWER_IS_BETTER                         plot: the test metric `dvc exp show` lists (metrics/summary)
+  serving(data, meta, task_cfg) -> (spec, example)  train: the settings the logged model needs, an input example
+  serve(model, inputs, spec) -> outputs             the logged MLflow model (stages/serving.py): real in, real out
 """
 from types import ModuleType
 

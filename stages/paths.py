@@ -1,13 +1,16 @@
 """Every file and folder the stages read and write, relative to the repo root (where `dvc repro` runs them).
 
-dvc.yaml declares the same paths as outs, metrics and plots; tests/test_paths.py holds the two together.
+dvc.yaml declares the same paths as outs, metrics and plots; tests/test_layout.py holds the two together.
 """
 from pathlib import Path
 
-# The file (or folder) inside data/raw/<task>/ that preprocess reads, named as the official source names it.
-RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "jena_climate_2009_2016.csv",
+# The file (or folder) inside data/raw/<task>/ that preprocess reads, named as the official source names it, or
+# after the task where the bundled and the online source are different data (temperature: Greensboro or Jena).
+RAW_FILES = {"passengers": "airline-passengers.csv", "temperature": "temperature.csv",
              "digits": "train-images-idx3-ubyte.gz", "flowers": "flower_photos", "transfer": "digits.csv.gz",
              "text": "corpus"}
+# The file an online source's archive holds, where it is not named as in RAW_FILES.
+ARCHIVE_MEMBERS = {"temperature": "jena_climate_2009_2016.csv"}
 CIFAR_FOLDER = "cifar-10-batches-py"  # what the official CIFAR-10 archive unpacks to (transfer, source: url)
 
 
@@ -69,3 +72,12 @@ def samples(task: str) -> Path:
 
 def figures(task: str) -> Path:
     return Path("plots") / "figures" / task
+
+
+def report(task: str) -> Path:
+    return Path("plots") / "reports" / f"{task}.md"
+
+
+def summary(task: str) -> Path:
+    """The headline test metric of each model and of the best baseline: the metrics `dvc exp show` lists."""
+    return Path("metrics") / "summary" / f"{task}.json"

@@ -1,17 +1,19 @@
-"""Stage plot: one task's figures and report (plots/figures/<task>/: PNGs and report.md), models beside baselines.
+"""Stage plot: one task's figures (plots/figures/<task>/*.png), report (plots/reports/<task>.md) and headline
+metrics (metrics/summary/<task>.json, what `dvc exp show` lists), models beside baselines.
 
 Reads what baseline, train and evaluate wrote; the task's kind module draws its own figures (stages/kinds.py).
-Each figure is also logged to the MLflow run of every model of the task.
+Each figure and the report are also added to the MLflow run of every model of the task.
 Usage: python -m stages.plot <task>
 """
 from dataclasses import asdict
+from pathlib import Path
 
 import yaml
 
 from stages import figures, kinds, paths, tracking
 from stages.config import load_params
 from stages.errors import run_stage
-from stages.files import atomic_path, load_arrays, load_checkpoint, read_columns, read_json
+from stages.files import atomic_path, load_arrays, read_columns, read_json, write_json
 
 
 def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
@@ -20,11 +22,18 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
     keys = [k for k, v in next(iter(results.metrics.values())).items() if isinstance(v, float)]
     lines = [f"# {results.task}", "", "## Test split", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys) + " |" for name, v in rows.items()]
-    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figure_names]
+    lines += ["", "## Figures", ""] + [f"![{Path(name).stem}]({name})" for name in figure_names]
     if paths.samples(results.task).exists():
         lines += ["", paths.samples(results.task).read_text().replace("# ", "## ", 1)]
     lines += ["", "## Params", "", "```yaml", yaml.safe_dump(asdict(task_cfg), allow_unicode=True, sort_keys=False), "```"]
     return "\n".join(lines) + "\n"
+
+
+def summary(results: figures.Results, headline: str, lower_is_better: bool) -> dict:
+    """The headline test metric of every model and of the best baseline, and that baseline's name."""
+    best = (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
+    scores = {m: v[headline] for m, v in results.metrics.items()} | {"best_baseline": results.baselines[best][headline]}
+    return {f"test_{headline}": scores, "best_baseline": best}
 
 
 def main(argv: list[str]) -> None:
@@ -43,20 +52,21 @@ def main(argv: list[str]) -> None:
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
         baseline_predictions=read_columns(paths.baseline_predictions(task)))
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}
-    out |= kinds.of(task_cfg).figures(results, data, meta, task_cfg, params.seed)
+    kind = kinds.of(task_cfg)
+    out |= kind.figures(results, data, meta, task_cfg, params.seed)
     folder = paths.figures(task)
     for name, fig in out.items():
         with atomic_path(folder / name) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         figures.plt.close(fig)
-    with atomic_path(folder / "report.md") as tmp:
-        tmp.write_text(report(results, task_cfg, list(out)), encoding="utf-8")
+    with atomic_path(paths.report(task)) as tmp:
+        tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out]), encoding="utf-8")
+    write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))
     for m in models:
-        with tracking.resume_run(load_checkpoint(paths.checkpoint(task, m))["mlflow_run_id"]) as run:
-            if run is not None:
-                tracking.log_artifacts([folder / name for name in out] + [folder / "report.md"])
-    print(f"{task}: wrote {len(out)} figures and {folder / 'report.md'}")
-
+        run_id = tracking.training_run(task, paths.checkpoint(task, m))
+        if run_id is not None:
+            tracking.add_to_run(run_id, artifacts=[folder / name for name in out] + [paths.report(task)])
+    print(f"{task}: wrote {len(out)} figures, {paths.report(task)} and {paths.summary(task)}")
 
 if __name__ == "__main__":
     run_stage(main, "python -m stages.plot <task>")

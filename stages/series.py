@@ -8,9 +8,11 @@ from stages import figures as draw
 from stages import paths
 from stages.errors import PipelineError
 
+HEADLINE, LOWER_IS_BETTER = "rmse", True  # the test metric metrics/summary/<task>.json lists per model
+
 # (time column, value column, time format, resampling rule, unit) of each forecasting task's raw CSV.
 SERIES_COLUMNS = {
-    "passengers": ("Month", "Passengers", "%Y-%m", None, "passengers"),
+    "passengers": ("Month", "Passengers", "%Y-%m", None, "thousand passengers"),  # Box & Jenkins' series is in thousands
     "temperature": ("Date Time", "T (degC)", "%d.%m.%Y %H:%M:%S", "1h", "degC"),  # Jena logs every 10 min
 }
 
@@ -44,7 +46,9 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
             print(f"{path}: interpolated {gaps} empty {resample} steps")
             hourly = hourly.interpolate("time")
         values = hourly
-    return values.index.strftime(time_format).to_numpy(dtype=str), values.to_numpy()
+    # times in ISO 8601, whatever the source's format: vega (dvc plots) and pandas read it; hourly series keep the hour
+    iso = "%Y-%m-%dT%H:%M" if resample else "%Y-%m"
+    return values.index.strftime(iso).to_numpy(dtype=str), values.to_numpy()
 
 
 def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
@@ -196,6 +200,36 @@ def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
     columns = {"time": data["times"][targets].tolist(), "actual": actual.tolist(), "predicted": predicted.tolist()}
     validation = forecast_metrics(data["series"][data["index_val"]], forecast(model, data, meta, "val", device))
     return forecast_metrics(actual, predicted) | {"validation": validation}, columns
+
+
+def serving(data: dict, meta: dict, task_cfg) -> tuple[dict, np.ndarray]:
+    """What the logged model needs to forecast from real values (`spec`), and an input example: the real values
+    before the first two training targets."""
+    seq_length = int(data["x_train"].shape[1])
+    spec = {k: meta[k] for k in ("scaler", "log", "differences", "horizon", "unit")} | {"seq_length": seq_length}
+    span = seq_length + sum(meta["differences"])
+    ends = data["index_train"][:2] - meta["horizon"] + 1  # each window's last input is `horizon` steps before its target
+    return spec, np.stack([data["series"][end - span : end] for end in ends])
+
+
+def serve(model, history, spec: dict) -> np.ndarray:
+    """The forecast, in the series' units, of the value `horizon` steps after each row of real values (N, L); a
+    row's last seq_length + sum(differences) values are used (the differences need that much history)."""
+    import torch
+
+    from stages.training import predict
+
+    history = np.asarray(history, dtype=np.float64)
+    span, horizon = spec["seq_length"] + sum(spec["differences"]), spec["horizon"]
+    if history.ndim != 2 or history.shape[1] < span or not np.isfinite(history).all():
+        raise ValueError(f"expected finite rows of at least {span} values ({spec['unit']}), got shape {history.shape}")
+    # each row, then `horizon` placeholders for the steps to forecast: invert's z_t - d_t cancels them out
+    rows = np.concatenate([history[:, -span:], np.repeat(history[:, -1:], horizon, axis=1)], axis=1)
+    target = np.array([span + horizon - 1])
+    x = np.concatenate([make_windows(scale(transform(row, spec["log"], spec["differences"]), spec["scaler"])[:, None],
+                                     target, spec["seq_length"], horizon)[0] for row in rows])
+    forecast = predict(model, torch.from_numpy(x), 1024, torch.device("cpu")).numpy()[:, 0]
+    return np.array([invert(f[None], row, target, spec)[0] for f, row in zip(forecast, rows)])
 
 
 def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:

@@ -9,6 +9,8 @@ from stages import figures as draw
 from stages import paths
 from stages.errors import PipelineError
 
+HEADLINE, LOWER_IS_BETTER = "perplexity", True  # the test metric metrics/summary/<task>.json lists per model
+
 PAD, UNK = 0, 1
 
 
@@ -66,6 +68,33 @@ def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
     vocab = meta["vocab"]
     columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()]}
     return language_metrics(logp, top5, y.numpy()), columns
+
+
+def serving(data: dict, meta: dict, task_cfg):
+    """What the logged model needs to continue raw text (`spec`), and an input example: two of the prompts."""
+    import pandas as pd
+
+    spec = {"vocab": meta["vocab"], "max_len": meta["max_len"], "n_words": task_cfg.generate.n_words}
+    return spec, pd.DataFrame({"text": list(task_cfg.generate.prompts[:2])})
+
+
+def serve(model, texts, spec: dict):
+    """For each text (column `text`, or the first column): the likeliest next word outside <unk>, its
+    probability, and a greedy continuation of n_words words."""
+    import pandas as pd
+    import torch
+
+    column = texts["text"] if "text" in texts else texts.iloc[:, 0]
+    vocab, rows = spec["vocab"], []
+    for line in column:
+        ids = encode([tokenize(str(line))], vocab)[0]
+        with torch.no_grad():
+            words = generate(model, ids, spec["n_words"], 0.0, None, spec["max_len"])
+            context = ids[-spec["max_len"]:]
+            logits = model(torch.tensor([[PAD] * (spec["max_len"] - len(context)) + context]))[0]
+        rows.append({"next_word": vocab[words[0]], "probability": float(torch.softmax(logits, 0)[words[0]]),
+                     "continuation": decode(words, vocab)})
+    return pd.DataFrame(rows, columns=["next_word", "probability", "continuation"])
 
 
 def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:

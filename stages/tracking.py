@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from stages.config import ROOT
 from stages.errors import PipelineError, one_line
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per logged model: noise in stage logs
 # Read once, at import: mlflow.set_tracking_uri() writes this variable itself, so a later look would always find it.
 TEAM_SERVER = os.environ.get("MLFLOW_TRACKING_URI")
 
@@ -82,15 +84,39 @@ def _server_message(err) -> str:
 def _use_experiment(mlflow, task: str) -> None:
     """Select the task's experiment. With the local store its artifacts go to <repo>/mlartifacts/<task>: MLflow's
     default (./mlruns of the current directory) would put a queued experiment's models in its temp copy."""
-    if mlflow.get_experiment_by_name(task) is None:
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(task)
+    if experiment is None:
         # A team server picks the artifact location itself (proxied: mlflow-artifacts:/, so stages need no S3
         # credentials).
         location = None if TEAM_SERVER else (_store_root() / "mlartifacts" / task).as_uri()
         try:
-            mlflow.create_experiment(task, artifact_location=location)
+            client.create_experiment(task, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
             pass
+        experiment = client.get_experiment_by_name(task)
+    if experiment.tags.get(EXPERIMENT_KIND) != "custom_model_development":
+        # MLflow 3's UI opens an experiment without this tag on its (empty) GenAI traces page, not on the runs
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+        client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
+    _drop_empty_default(client)
     mlflow.set_experiment(task)
+
+
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_NOTE = ("One run per trained model (run name: <DVC experiment>-<model>): params, per-epoch curves, "
+                   "test_* metrics (added by evaluate), figures and a servable model. Headline test metric: "
+                   "test_rmse (forecasts), test_accuracy (images), test_perplexity (text); choose them as columns.")
+
+
+def _drop_empty_default(client) -> None:
+    """A new store starts with an experiment `Default` that the pipeline never uses: the UI would open on it."""
+    try:
+        default = client.get_experiment("0")
+    except Exception:  # a server whose store has no experiment 0
+        return
+    if default.name == "Default" and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+        client.delete_experiment("0")
 
 
 def _git_commit() -> str:
@@ -156,51 +182,82 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def resume_run(run_id: str | None):
-    """Reopen the training run to add test metrics and figures; a run missing from this store gets a warning."""
-    mlflow = _mlflow()
-    try:
-        mlflow.get_run(run_id)
-    except Exception:
-        print(f"warning: MLflow run {run_id} is not in {tracking_uri()}; not logging to MLflow")
-        yield None
-        return
-    with mlflow.start_run(run_id=run_id) as run:
-        yield run
+def training_run(task: str, checkpoint: Path) -> str | None:
+    """The id of the newest training run that wrote this checkpoint (found by its content hash, which
+    log_training tags), or None with a warning when this store has none (a checkpoint from `dvc pull`)."""
+    from stages.files import content_sha256
+
+    client = _mlflow().MlflowClient()
+    experiment = client.get_experiment_by_name(task)
+    digest = content_sha256(checkpoint)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], f"tags.checkpoint_sha256 = '{digest}'", max_results=1, order_by=["start_time DESC"])
+    if not runs:
+        print(f"warning: no MLflow run in {tracking_uri()} wrote {checkpoint}; not logging to MLflow")
+        return None
+    return runs[0].info.run_id
+
+
+def add_to_run(run_id: str, metrics: dict | None = None, prefix: str = "", artifacts: list[Path] = (),
+               folder: str = "figures") -> None:
+    """Add test metrics or figures to a finished run without reopening it: reopening would move its end time,
+    and the UI would show evaluation and plotting as training time."""
+    from mlflow.entities import Metric
+
+    client = _mlflow().MlflowClient()
+    now = int(time.time() * 1000)
+    flat = _numbers(metrics or {})
+    client.log_batch(run_id, metrics=[Metric(prefix + k, v, now, 0) for k, v in flat.items()])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
 def log_epoch(stats: dict, prefix: str = "") -> None:
     _mlflow().log_metrics({prefix + k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
 
 
-def log_metrics(metrics: dict, prefix: str = "") -> None:
+def _numbers(metrics: dict) -> dict:
     """Numbers only; nested dicts (per-class precision) become `precision.<class>`."""
     flat = {k.lstrip("."): v for key, value in metrics.items() for k, v in _flatten(f".{key}", value).items()}
-    _mlflow().log_metrics({prefix + k: float(v) for k, v in flat.items() if isinstance(v, (int, float))})
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float))}
 
 
-def log_artifacts(paths: list[Path], folder: str = "figures") -> None:
-    mlflow = _mlflow()
-    for path in paths:
-        mlflow.log_artifact(str(path), artifact_path=folder)
+def log_metrics(metrics: dict, prefix: str = "") -> None:
+    _mlflow().log_metrics({prefix + k: v for k, v in _numbers(metrics).items()})
 
 
-def log_training(model, best: dict, input_example) -> None:
-    """What a finished training run adds: its best epoch and validation loss, and the model (best weights)."""
+def log_training(model, best: dict, kind: str, spec: dict, example, checkpoint: Path) -> None:
+    """What a finished training run adds: its best epoch and validation loss, the hash of the checkpoint it wrote
+    (how evaluate and plot find this run again), and the model as a pyfunc that takes and returns real units."""
+    from stages.files import content_sha256
+
     log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
-    log_model(model, input_example=input_example)
+    _mlflow().set_tag("checkpoint_sha256", content_sha256(checkpoint))
+    log_model(model, kind, spec, example, checkpoint)
 
 
-def log_model(model, input_example) -> None:
-    """Log the model so mlflow.pyfunc.load_model() can load it; pinned requirements skip a slow inference step."""
-    import mlflow.pytorch
+def log_model(model, kind: str, spec: dict, example, checkpoint: Path) -> None:
+    """Log stages/serving.py's pyfunc: the checkpoint as an artifact, the kind's preprocessing settings (`spec`),
+    a signature and an input example in real units; pinned requirements skip a slow inference step."""
+    import numpy
+    import pandas
     import torch
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import Schema, TensorSpec
 
-    # pickle, not MLflow's default pt2: torch.export costs about 2 s more per model (3.3 s against 1.3 s for CNN2,
-    # measured 2026-11-24), and the pickle's classes ship beside it (code_paths). MLflow warns about pickle on every
-    # call; the loader is ourselves, so the warning is dropped rather than printed 15 times per `dvc repro`.
-    logging.getLogger("mlflow.pytorch").addFilter(lambda record: "by Pickle or CloudPickle" not in record.getMessage())
-    mlflow.pytorch.log_model(model.cpu().eval(), name="model", input_example=input_example,
-                             serialization_format="pickle", code_paths=[str(ROOT / "stages")],
-                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    from stages.kinds import KINDS
+    from stages.serving import ServedModel
+
+    mlflow = _mlflow()
+    output = KINDS[kind].serve(model.cpu().eval(), example, spec)
+    signature = infer_signature(example, output)
+    if isinstance(example, numpy.ndarray):  # any history length or image size: serve() checks and says what it needs
+        signature = ModelSignature(Schema([TensorSpec(example.dtype, (-1,) * example.ndim)]), signature.outputs)
+    # The served model is our own class, pickled and loaded by ourselves: MLflow's warning about pickle, printed
+    # once per trained model, would tell a user nothing.
+    logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
+    mlflow.pyfunc.log_model(
+        name="model", python_model=ServedModel(kind, spec), artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(ROOT / "stages")], signature=signature, input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
+                          f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"])

@@ -1,7 +1,8 @@
 """Stage train: fit one model of one task with early stopping on validation; save the best checkpoint.
 
-Writes models/<task>/<model>.pt (a dict: state_dict, model name and config, epoch, MLflow run id) and
-plots/<task>/<model>/history.csv; logs params, per-epoch curves and the model to MLflow.
+Writes models/<task>/<model>.pt (a dict: state_dict, model name and config, epoch) and
+plots/<task>/<model>/history.csv; logs params, per-epoch curves, the checkpoint's hash and a servable model
+(stages/serving.py) to MLflow.
 Usage: python -m stages.train <task> <model>
 """
 from dataclasses import asdict
@@ -39,12 +40,11 @@ def main(argv: list[str]) -> None:
     print(f"train@{task}-{name}: {len(train[0])} train / {len(val[0])} val examples on {device}, {seeds} seed(s)")
 
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
-    with tracking.start_run(task, name, f"train@{task}-{name}", logged) as run:
+    with tracking.start_run(task, name, f"train@{task}-{name}", logged):
         trained = [train_one(task_cfg, name, config, train, val, kind.augmenter(task_cfg, meta), seed, seeds > 1)
                    for seed in range(params.seed, params.seed + seeds)]  # (model, best, history) per seed
         kept = min(range(seeds), key=lambda i: trained[i][1]["val_loss"])  # the best on validation, never on test
         model, best, history = trained[kept]
-        tracking.log_training(model, best, input_example=train[0][:2].cpu().numpy())
         extra = {}
         if seeds > 1:  # the kept seed's curves under the plain names too, as a one-seed run logs them
             for stats in history:
@@ -53,8 +53,10 @@ def main(argv: list[str]) -> None:
             extra = {"seed": params.seed + kept, "seed_state_dicts": [b["state_dict"] for _, b, _ in trained]}
             print(f"kept seed {params.seed + kept}: best validation loss of " +
                   ", ".join(f"{b['val_loss']:.5f}" for _, b, _ in trained))
-    save_trained(task, name, name, config, best, history, run.info.run_id, extra)
-
+        save_trained(task, name, name, config, best, history, extra)
+        spec, example = kind.serving(data, meta, task_cfg)
+        tracking.log_training(model, best, task_cfg.kind, spec, example, paths.checkpoint(task, name))
+    print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
 
 if __name__ == "__main__":
     run_stage(main, "python -m stages.train <task> <model>")

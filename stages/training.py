@@ -165,7 +165,7 @@ def fit(model: nn.Module, train: tuple, val: tuple, cfg, generator: torch.Genera
         else:
             waited += 1
         shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch")
-        print(f"epoch {epoch:3d}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
+        print(f"epoch {epoch:3d}/{cfg.epochs}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
         if waited >= cfg.patience:
             print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best['epoch']}")
             break
@@ -333,12 +333,13 @@ def _prepare(model: nn.Module, device: torch.device, x: torch.Tensor) -> None:
 
 
 def save_trained(task: str, name: str, model_name: str, config: dict, best: dict, history: list[dict],
-                 run_id: str, extra: dict | None = None) -> None:
-    """The best epoch's checkpoint (a dict: model name and constructor config, state_dict, epoch, MLflow run) and
-    the per-epoch history that `dvc plots` draws."""
+                 extra: dict | None = None) -> None:
+    """The best epoch's checkpoint (a dict: model name and constructor config, state_dict, epoch) and the
+    per-epoch history that `dvc plots` draws. No MLflow run id inside: the same training gives the same bytes,
+    and the run is found by the checkpoint's hash (tracking.training_run)."""
     save_checkpoint(paths.checkpoint(task, name), {
         "model": model_name, "config": config, "state_dict": {k: v.cpu() for k, v in best["state_dict"].items()},
-        "epoch": best["epoch"], "mlflow_run_id": run_id} | (extra or {}))
+        "epoch": best["epoch"]} | (extra or {}))
     write_csv(paths.history(task, name), {k: [h.get(k) for h in history] for k in history[0]})
     print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {paths.checkpoint(task, name)}")
 

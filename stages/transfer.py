@@ -52,14 +52,14 @@ def imagenet_weights(backbone: str) -> dict:
     return imagenet_blocks(network).state_dict()
 
 
-def starting_model(phase: str, backbone: str, config: dict) -> tuple[nn.Module, str | None]:
-    """The phase's starting weights, and the MLflow run it continues (fine-tuning is a child of extraction)."""
+def starting_model(phase: str, backbone: str, config: dict) -> nn.Module:
+    """The phase's starting weights."""
     model = build_model("images", backbone, config)
     if phase == "scratch":
-        return model, None
+        return model
     if phase == "extract" and backbone in IMAGENET_BACKBONES:  # the new head keeps its random weights
         model.blocks.load_state_dict(imagenet_weights(backbone))
-        return model, None
+        return model
     source = load_checkpoint(PRETRAINED if phase == "extract" else paths.checkpoint("transfer", "extract"))
     if phase == "extract" and (source["config"]["in_channels"], source["config"]["image_size"]) != (
             config["in_channels"], config["image_size"]):
@@ -68,7 +68,7 @@ def starting_model(phase: str, backbone: str, config: dict) -> tuple[nn.Module, 
     if phase == "extract":  # a new classifier layer: the pretrained one answered a different question
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model.load_state_dict(state, strict=phase == "finetune")
-    return model, source["mlflow_run_id"] if phase == "finetune" else None
+    return model
 
 
 def main(argv: list[str]) -> None:
@@ -83,16 +83,19 @@ def main(argv: list[str]) -> None:
     train, val = [tuple(t.to(device) for t in images.tensors(data, meta, split)) for split in ("train", "val")]
     backbone = task_cfg.model.backbone
     config = model_config("images", backbone, meta["shape"], asdict(task_cfg.model))
-    model, parent_run_id = starting_model(phase, backbone, config)
+    model = starting_model(phase, backbone, config)
+    # fine-tuning continues extraction: its MLflow run is a child of extraction's
+    parent_run_id = tracking.training_run("transfer", paths.checkpoint("transfer", "extract")) if phase == "finetune" else None
     trainable = set_trainable(model.to(device), phase, cfg.unfreeze_blocks if phase == "finetune" else 0)
     print(f"transfer {phase}: {sum(p.numel() for p in trainable):,} of {sum(p.numel() for p in model.parameters()):,} "
           f"parameters train, on {len(train[0])} labelled images")
 
     logged = {"device": params.device, "seed": params.seed, "transfer": task_cfg}
-    with tracking.start_run("transfer", phase, phase, logged, parent_run_id=parent_run_id) as run:
+    with tracking.start_run("transfer", phase, phase, logged, parent_run_id=parent_run_id):
         best, history = fit(model, train, val, cfg, generator, parameters=trainable, log_epoch=tracking.log_epoch)
-        tracking.log_training(model, best, input_example=train[0][:2].cpu().numpy())
-    save_trained("transfer", phase, backbone, config, best, history, run.info.run_id)
+        save_trained("transfer", phase, backbone, config, best, history)
+        spec, example = images.serving(data, meta, task_cfg)
+        tracking.log_training(model, best, "images", spec, example, paths.checkpoint("transfer", phase))
 
 
 if __name__ == "__main__":

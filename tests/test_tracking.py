@@ -1,7 +1,17 @@
-"""The MLflow store is anchored at the repo root ($DVC_ROOT), artifacts included, whatever the working directory."""
-import mlflow
+"""MLflow: the store is anchored at the repo root ($DVC_ROOT) whatever the working directory; evaluation adds to a
+finished run without reopening it; the logged model takes and returns real units, as the pipeline computes them."""
+from types import SimpleNamespace
 
-from stages import tracking
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from stages import images, series, text, tracking
+from stages.config import SeriesPreprocess
+from stages.files import content_sha256, save_checkpoint
+from stages.models import build_model
 
 
 def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path, monkeypatch):
@@ -23,17 +33,96 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     assert logged.data.tags["dvc_stage"] == "train@passengers-lstm"
 
 
-def test_log_model_round_trips_without_the_pickle_warning(tmp_path, monkeypatch, capfd):
-    import torch
-
+@pytest.fixture
+def store(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setattr(tracking, "TEAM_SERVER", None)
-    model = torch.nn.Linear(3, 2)
-    example = torch.ones(2, 3)
-    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}) as run:
-        tracking.log_model(model, input_example=example.numpy())
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    yield tmp_path
     mlflow.set_tracking_uri(None)
-    assert torch.allclose(torch.as_tensor(loaded.predict(example.numpy())), model(example).detach())
-    assert "Pickle" not in capfd.readouterr().err
+
+
+def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
+    checkpoint = store / "cnn.pt"
+    checkpoint.write_bytes(b"the weights")
+    with tracking.start_run("digits", "cnn", "train@digits-cnn", {}) as run:
+        mlflow.set_tag("checkpoint_sha256", content_sha256(checkpoint))
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    ended = client.get_run(run.info.run_id).info.end_time
+    figure = store / "accuracy.png"
+    figure.write_bytes(b"png")
+    run_id = tracking.training_run("digits", checkpoint)
+    tracking.add_to_run(run_id, {"accuracy": 0.9, "precision": {"0": 0.8}}, "test_", artifacts=[figure])
+    after = client.get_run(run.info.run_id)
+    assert run_id == run.info.run_id and after.info.end_time == ended and after.info.status == "FINISHED"
+    assert after.data.metrics == {"test_accuracy": 0.9, "test_precision.0": 0.8}
+    assert [f.path for f in client.list_artifacts(run_id, "figures")] == ["figures/accuracy.png"]
+    checkpoint.write_bytes(b"other weights")  # a checkpoint no run of this store wrote
+    assert tracking.training_run("digits", checkpoint) is None
+
+
+def test_experiments_open_on_their_runs_and_no_empty_default_is_left(store):
+    with tracking.start_run("digits", "cnn", "train@digits-cnn", {}):
+        pass
+    client = mlflow.MlflowClient(tracking.tracking_uri())
+    assert [e.name for e in client.search_experiments()] == ["digits"]
+    assert client.get_experiment_by_name("digits").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def log_and_load(store, task: str, kind: str, name: str, config: dict, spec: dict, example):
+    """Log a model as the train stage does; load it back as a client would."""
+    torch.manual_seed(0)
+    model = build_model(kind, name, config).eval()
+    checkpoint = store / f"{name}.pt"
+    save_checkpoint(checkpoint, {"model": name, "config": config, "state_dict": model.state_dict(), "epoch": 1})
+    with tracking.start_run(task, name, f"train@{task}-{name}", {}) as run:
+        tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, kind, spec, example, checkpoint)
+    assert tracking.training_run(task, checkpoint) == run.info.run_id
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    return model, mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+
+
+def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_does(store):
+    t = np.arange(96)
+    values = (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))  # a season that grows with the level
+    cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
+                           differences=(1, 12))
+    arrays, meta = series.windows(values, cfg, "passengers")
+    spec, example = series.serving(arrays, meta, None)
+    config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
+    model, served = log_and_load(store, "passengers", "series", "gru", config, spec, example)
+    pipeline = series.forecast(model, arrays, meta, "test", torch.device("cpu"))  # what evaluate scores
+    span = 4 + 13  # seq_length + sum(differences): the real values each forecast needs
+    history = np.stack([values[t - span : t] for t in arrays["index_test"]])  # horizon 1: up to the step before
+    assert np.allclose(served.predict(history), pipeline, rtol=1e-6)
+    assert 50 < pipeline.min() and pipeline.max() < 1000  # real units, not scaled differences
+    with pytest.raises(Exception, match="at least 17 values"):
+        served.predict(history[:, -10:])
+
+
+def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_probabilities(store):
+    classes = [str(d) for d in range(10)]
+    meta = {"classes": classes, "mean": [0.13], "std": [0.31], "shape": {"image_size": 28}}
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    spec, example = images.serving({"x_train": pixels}, meta, None)
+    model, served = log_and_load(store, "digits", "images", "cnn", {"in_channels": 1, "num_classes": 10,
+                                                                    "image_size": 28}, spec, example)
+    answer = served.predict(pixels)
+    expected = torch.softmax(model(images.to_tensor(pixels, meta["mean"], meta["std"])), 1).detach().numpy()
+    assert list(answer.columns) == ["class"] + [f"p_{c}" for c in classes]
+    assert np.allclose(answer[[f"p_{c}" for c in classes]].to_numpy(), expected, atol=1e-6)
+    assert list(answer["class"]) == [classes[i] for i in expected.argmax(1)]
+    assert len(served.predict(pixels[:, ::2, ::2].astype(np.uint8))) == 3  # 14x14 digits are resized as preprocess does
+
+
+def test_the_logged_language_model_takes_words_and_returns_the_next_words(store):
+    vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
+    task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=3, prompts=("국민은", "대한민국은")))
+    spec, example = text.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
+    config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
+    model, served = log_and_load(store, "text", "text", "gru", config, spec, example)
+    answer = served.predict(pd.DataFrame({"text": ["국민은 법률로", "모르는 말"]}))
+    with torch.no_grad():
+        greedy = text.generate(model, [2, 3], 3, 0.0, None, 4)
+    assert answer["continuation"][0] == text.decode(greedy, vocab) and answer["next_word"][0] == vocab[greedy[0]]
+    assert all(len(c.split()) == 3 and "<unk>" not in c for c in answer["continuation"])
+    assert ((0 < answer["probability"]) & (answer["probability"] < 1)).all()
