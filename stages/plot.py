@@ -30,10 +30,11 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
 
 
 def summary(results: figures.Results, headline: str, lower_is_better: bool) -> dict:
-    """The headline test metric of every model and of the best baseline, and that baseline's name."""
+    """The headline test metric of every model and of the best baseline, under names unique across tasks
+    (`dvc exp show` then shows them without file prefixes): {task: {metric: {model: value, baseline_<name>: value}}}."""
     best = (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
-    scores = {m: v[headline] for m, v in results.metrics.items()} | {"best_baseline": results.baselines[best][headline]}
-    return {f"test_{headline}": scores, "best_baseline": best}
+    scores = {m: v[headline] for m, v in results.metrics.items()} | {f"baseline_{best}": results.baselines[best][headline]}
+    return {results.task: {headline: scores}}
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -246,7 +247,10 @@ def log_model(model, kind: str, spec: dict, example, checkpoint: Path) -> None:
     from mlflow.types import Schema, TensorSpec
 
     from stages.kinds import KINDS
-    from stages.serving import ServedModel
+
+    with warnings.catch_warnings():  # MLflow asks for type hints on predict; the signature below does that job
+        warnings.filterwarnings("ignore", "Add type hints to the `predict` method")
+        from stages.serving import ServedModel
 
     mlflow = _mlflow()
     output = KINDS[kind].serve(model.cpu().eval(), example, spec)

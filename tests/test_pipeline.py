@@ -18,6 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -153,6 +154,14 @@ def test_second_repro_is_a_no_op(repo):
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo).stdout
 
 
+def test_a_forced_rerun_leaves_git_status_clean(repo):
+    """Byte-reproducible outputs: rerunning every stage of three tasks (series with seeds, images with the
+    logistic baseline and augmentation, text generation) rewrites dvc.lock, metrics and plots identically."""
+    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm outputs", repo)
+    run(["dvc", "repro", "-f", "plot@passengers", "plot@digits", "plot@text"], repo)
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
 def test_seq_length_change_reruns_only_that_tasks_preprocess_and_after(repo):
     expected = {"preprocess@passengers", "baseline@passengers", "evaluate@passengers", "plot@passengers"}
     expected |= {f"train@passengers-{m}" for m in ("rnn", "lstm", "gru")}
@@ -175,26 +184,106 @@ def test_flowers_reports_the_corrupt_file_and_skips_it(repo):
     assert meta["sizes"]["train"] + meta["sizes"]["val"] + meta["sizes"]["test"] == 60
 
 
-def test_every_model_is_logged_to_mlflow_with_test_metrics_and_loads(repo):
+def training_runs(repo: Path) -> dict:
+    """(task, model) -> the newest MLflow run of its training stage."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = {(r.data.tags["task"], r.data.tags["model"]): r
-            for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    runs = {}
+    for experiment in client.search_experiments():
+        for r in client.search_runs([experiment.experiment_id], order_by=["start_time ASC"]):
+            runs[(r.data.tags["task"], r.data.tags["model"])] = r
+    return runs
+
+
+def test_every_model_is_logged_to_mlflow_with_test_metrics_and_real_inputs(repo):
+    import mlflow
+
+    runs = training_runs(repo)
     assert {("passengers", "lstm"), ("digits", "cnn2"), ("text", "gru"), ("flowers", "small_cnn"),
             ("transfer", "finetune")} <= set(runs)
     lstm = runs[("passengers", "lstm")]
     assert "test_rmse" in lstm.data.metrics and lstm.data.params["passengers.train.lr"] == "0.01"
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     assert len(client.get_metric_history(lstm.info.run_id, "val_loss")) >= 1
     # artifacts live beside mlflow.db, not in ./mlruns of whatever copy (a queued experiment's) ran the stage
     assert lstm.info.artifact_uri.startswith((repo / "mlartifacts").as_uri())
     assert runs[("transfer", "finetune")].data.tags["mlflow.parentRunId"] == runs[("transfer", "extract")].info.run_id
+    digits, text = np.load(repo / "data/prepared/digits/data.npz"), runs[("text", "gru")]
     mlflow.set_tracking_uri(client.tracking_uri)  # runs:/ URIs resolve through the global tracking URI
     try:
-        model = mlflow.pyfunc.load_model(f"runs:/{lstm.info.run_id}/model")
+        cnn2 = mlflow.pyfunc.load_model(f"runs:/{runs[('digits', 'cnn2')].info.run_id}/model")
+        words = mlflow.pyfunc.load_model(f"runs:/{text.info.run_id}/model")
     finally:
         mlflow.set_tracking_uri(None)
-    assert model.predict(np.zeros((2, 12, 1), dtype=np.float32)).shape == (2, 1)
+    answer = cnn2.predict(digits["x_test"][:20])  # uint8 test images, as a client has them
+    assert list(answer["class"]) == columns(repo / "plots/digits/predictions/cnn2.csv")["predicted"][:20]
+    assert np.allclose(answer.filter(like="p_").sum(axis=1), 1, atol=1e-5)
+    continued = words.predict(pd.DataFrame({"text": ["대한민국은", "국민은"]}))
+    assert all(len(c.split()) == 5 for c in continued["continuation"])
+
+
+def columns(path: Path) -> dict[str, list[str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return {k: [row[k] for row in rows] for k in rows[0]}
+
+
+def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipeline_does(repo):
+    """`mlflow models serve` on 127.0.0.1, asked over HTTP with real monthly counts: its forecasts are the ones
+    evaluate wrote for the test months."""
+    import socket
+    import time
+    import urllib.request
+
+    run_id = training_runs(repo)[("passengers", "lstm")].info.run_id
+    data = np.load(repo / "data/prepared/passengers/data.npz")
+    span = 12 + 13  # seq_length + sum(differences): the months one forecast needs
+    history = np.stack([data["series"][t - span : t] for t in data["index_test"]])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
+                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-3000:]
+                time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
+                                         data=json.dumps({"inputs": history.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.loads(response.read())["predictions"], dtype=float)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
+    assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
+    assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
+
+
+def test_training_runs_last_as_long_as_training(repo):
+    """evaluate and plot add test metrics and figures to the finished run; they do not reopen it."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    for (task, model), run in training_runs(repo).items():
+        if task not in ("passengers", "digits", "transfer"):
+            continue
+        info = client.get_run(run.info.run_id).info
+        assert info.status == "FINISHED" and (info.end_time - info.start_time) / 1000 < 90, (task, model)
+        test_metric = next(k for k in run.data.metrics if k.startswith("test_"))
+        assert client.get_metric_history(run.info.run_id, test_metric)[0].timestamp >= info.end_time, (task, model)
+        assert any(a.path.startswith("figures") for a in client.list_artifacts(run.info.run_id)), (task, model)
 
 
 def test_bad_input_fails_with_one_line_and_leaves_no_partial_output(repo):
