@@ -162,6 +162,34 @@ def test_a_forced_rerun_leaves_git_status_clean(repo):
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
+def vega_plots(repo: Path) -> int:
+    """How many interactive plots dvc.yaml's `plots:` section declares (the rest are PNG folders)."""
+    return sum(isinstance(p, dict) for p in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"])
+
+
+@pytest.fixture(scope="module")
+def plots_page(repo, tmp_path_factory) -> Path:
+    done = run(["dvc", "plots", "show", "-o", str(tmp_path_factory.mktemp("plots"))], repo)
+    assert "failed to load" not in done.stdout + done.stderr  # e.g. a report.md among the PNGs
+    return Path(done.stdout.strip().splitlines()[-1].replace("file://", ""))
+
+
+def test_dvc_plots_page_loads_nothing_from_the_network(repo, plots_page):
+    html = plots_page.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # vega is inlined (.dvc/plots/offline.html), no CDN
+    assert html.count("vegaEmbed('#") == vega_plots(repo) > 0
+
+
+def test_every_declared_plot_draws_in_a_real_browser_offline(repo, plots_page, tmp_path):
+    from tests.browser import chromium_path, render
+
+    if chromium_path() is None:
+        pytest.skip("no chromium on this machine (.ci/run installs it)")
+    drawn = render(plots_page, tmp_path / "plots.png")  # every host name unresolvable: no network at all
+    assert drawn["views"] == drawn["expected_views"] == vega_plots(repo), drawn["error_messages"]
+    assert drawn["errors"] == 0 and drawn["nonblank"], drawn["error_messages"]
+
+
 def test_seq_length_change_reruns_only_that_tasks_preprocess_and_after(repo):
     expected = {"preprocess@passengers", "baseline@passengers", "evaluate@passengers", "plot@passengers"}
     expected |= {f"train@passengers-{m}" for m in ("rnn", "lstm", "gru")}
