@@ -1,11 +1,18 @@
 """Figures of the reports: plain data in, a matplotlib Figure out. The plot stage does the file I/O."""
 from dataclasses import dataclass
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on servers and in CI), imported on first use: it takes
+    ~0.4 s that only the plot stage needs, and every stage imports this module through the kind modules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,7 @@ class Results:
 def learning_curves(histories: dict[str, dict], metric: str, title: str):
     """Train (dashed) and validation (solid) curves of every model; a dot marks the best epoch, whose weights
     are the ones kept."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     for i, (name, h) in enumerate(histories.items()):
         ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=f"C{i}", alpha=0.6, label=f"{name} train")
         ax.plot(h["epoch"], h[f"val_{metric}"], "-", color=f"C{i}", label=f"{name} validation")
@@ -41,7 +48,7 @@ def forecasts(times: list, actual: list, lines: dict[str, tuple[list, str]], uni
     n = min(limit, len(actual))
     if n < len(actual):
         title += f" (first {n} of {len(actual)} test steps)"
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = pyplot().subplots(figsize=(10, 4.5))
     ax.plot(range(n), actual[:n], color="black", linewidth=2, label="actual")
     for i, (label, (values, style)) in enumerate(lines.items()):
         ax.plot(range(n), values[:n], style, color=f"C{i}", label=label)
@@ -54,7 +61,7 @@ def forecasts(times: list, actual: list, lines: dict[str, tuple[list, str]], uni
 
 def bar_chart(values: dict[str, float], baselines: set[str], ylabel: str, title: str):
     """One bar per model or baseline; baselines grey, models coloured, each bar labelled with its value."""
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(values)), 4))
+    fig, ax = pyplot().subplots(figsize=(max(5, 1.1 * len(values)), 4))
     colors = ["0.6" if name in baselines else f"C{i}" for i, name in enumerate(values)]
     bars = ax.bar(list(values), list(values.values()), color=colors)
     ax.bar_label(bars, fmt="%.3g", fontsize=8)
@@ -65,7 +72,7 @@ def bar_chart(values: dict[str, float], baselines: set[str], ylabel: str, title:
 
 def confusion(matrix: np.ndarray, classes: list[str], title: str):
     """Counts of test images per (actual, predicted) class; the diagonal is what the model got right."""
-    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
+    fig, ax = pyplot().subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.5 * len(classes)))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
@@ -86,7 +93,7 @@ def image_grid(images: np.ndarray, labels: list[str], colors: list[str], ncols: 
     cell_h, cell_w = height + label_space, width + gap
     canvas = np.full((nrows * cell_h, ncols * cell_w) + images.shape[3:], 255, dtype=np.uint8)
     inches_per_pixel = 2 / width  # every image 2 inches wide, as in the original exercise's grids
-    fig, ax = plt.subplots(figsize=(canvas.shape[1] * inches_per_pixel, canvas.shape[0] * inches_per_pixel))
+    fig, ax = pyplot().subplots(figsize=(canvas.shape[1] * inches_per_pixel, canvas.shape[0] * inches_per_pixel))
     for i, (image, label, color) in enumerate(zip(images, labels, colors)):
         top, left = (i // ncols) * cell_h + label_space, (i % ncols) * cell_w
         canvas[top : top + height, left : left + width] = image
@@ -101,7 +108,7 @@ def image_grid(images: np.ndarray, labels: list[str], colors: list[str], ncols: 
 def phase_curves(phases: dict[str, dict], metric: str, title: str):
     """The transfer phases end to end on one axis (the original 'Initial / Fine-Tuning' plot): each phase's
     epochs continue where the previous one stopped, with a line where it starts."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     offset = 0
     for i, (name, h) in enumerate(phases.items()):
         epochs = np.asarray(h["epoch"]) + offset

@@ -2,12 +2,9 @@
 the functions every kind module has, plus the pure array functions they use (splits, normalisation, the
 confusion matrix). Arrays in, arrays out; stages do the I/O."""
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from stages import figures as draw
 from stages import imagefiles, paths
-from stages.augment import augment
 from stages.config import ImageTask, TransferPreprocess
 from stages.errors import PipelineError
 
@@ -75,6 +72,9 @@ def few_labels_split(images: np.ndarray, labels: np.ndarray, cfg: TransferPrepro
 
 def pixels(images: np.ndarray, side: int = 32) -> np.ndarray:
     """Flattened pixels in [0, 1], average-pooled down to at most side x side so large photos stay cheap."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(images).float() / 255
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
     if x.shape[-1] > side:
@@ -104,14 +104,18 @@ def augmenter(task_cfg, meta: dict):
     (transfer, or augment.enabled: false)."""
     if not isinstance(task_cfg, ImageTask) or not task_cfg.train.augment.enabled:
         return None
+    from stages.augment import augment
+
     a = task_cfg.train.augment
     return lambda x, generator: augment(x, generator, flip=a.flip, crop_scale=tuple(a.crop_scale),
                                         rotation=a.rotation, jitter=a.jitter, elastic=a.elastic,
                                         elastic_sigma=a.elastic_sigma, mean=meta["mean"], std=meta["std"])
 
 
-def tensors(data: dict, meta: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def tensors(data: dict, meta: dict, split: str):
     """One split as float (N, C, H, W) images, normalised with the training split's statistics, and int64 labels."""
+    import torch
+
     return to_tensor(data[f"x_{split}"], meta["mean"], meta["std"]), torch.from_numpy(data[f"y_{split}"])
 
 
@@ -138,6 +142,7 @@ def serve(model, images, spec: dict):
     """The likeliest class and every class's probability (columns p_<class>) of each image: uint8 or 0-255
     pixels, (N, H, W) grayscale or (N, H, W, C); grayscale images of another size are resized as preprocess does."""
     import pandas as pd
+    import torch
 
     from stages.training import predict
 
@@ -187,6 +192,8 @@ def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) 
                                                       title=f"{task} {m}: predicted/actual on test images, red if wrong")
     transform = augmenter(task_cfg, meta)
     if transform is not None:  # what training really sees: 25 augmented training images
+        import torch
+
         x = transform(to_tensor(data["x_train"][shown_train], meta["mean"], meta["std"]), torch.Generator().manual_seed(seed))
         mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
         grid = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -238,8 +245,10 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean.round(4).tolist(), std.round(4).tolist()
 
 
-def to_tensor(images: np.ndarray, mean: list[float], std: list[float]) -> torch.Tensor:
+def to_tensor(images: np.ndarray, mean: list[float], std: list[float]):
     """uint8 (N, H, W) or (N, H, W, C) -> float (N, C, H, W), normalised with the training mean and std."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     mean, std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
@@ -250,6 +259,9 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, H, W) images -> (N, size, size), bilinear with antialiasing; unchanged when already that size."""
     if images.shape[1:3] == (size, size):
         return images
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(images)).float()[:, None]
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()

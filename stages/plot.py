@@ -59,7 +59,7 @@ def main(argv: list[str]) -> None:
     for name, fig in out.items():
         with atomic_path(folder / name) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        figures.plt.close(fig)
+        figures.pyplot().close(fig)
     with atomic_path(paths.report(task)) as tmp:
         tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out]), encoding="utf-8")
     write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))
