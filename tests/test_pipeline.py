@@ -155,10 +155,11 @@ def test_second_repro_is_a_no_op(repo):
 
 
 def test_a_forced_rerun_leaves_git_status_clean(repo):
-    """Byte-reproducible outputs: rerunning every stage of three tasks (series with seeds, images with the
-    logistic baseline and augmentation, text generation) rewrites dvc.lock, metrics and plots identically."""
+    """Byte-reproducible outputs: rerunning every stage of two tasks (series with three seeds and SARIMA, images
+    with augmentation and the logistic baseline) rewrites dvc.lock, metrics and plots identically. (The whole
+    default pipeline was checked the same way once, by hand: docs/pipeline.md.)"""
     run("git add -A && git -c user.name=t -c user.email=t@t commit -qm outputs", repo)
-    run(["dvc", "repro", "-f", "plot@passengers", "plot@digits", "plot@text"], repo)
+    run(["dvc", "repro", "-f", "plot@passengers", "plot@digits"], repo)
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
