@@ -100,7 +100,8 @@ def _use_experiment(mlflow, task: str) -> None:
         # MLflow 3's UI opens an experiment without this tag on its (empty) GenAI traces page, not on the runs
         client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
         client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
-    _drop_empty_default(client)
+    if not TEAM_SERVER:  # a shared server's Default experiment is its users' business
+        _drop_empty_default(client)
     mlflow.set_experiment(task)
 
 
