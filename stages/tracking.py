@@ -96,19 +96,21 @@ def _use_experiment(mlflow, task: str) -> None:
         except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
             pass
         experiment = client.get_experiment_by_name(task)
-    if experiment.tags.get(EXPERIMENT_KIND) != "custom_model_development":
-        # MLflow 3's UI opens an experiment without this tag on its (empty) GenAI traces page, not on the runs
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "custom_model_development")
-        client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", EXPERIMENT_NOTE)
+    # What the experiment is (MLflow 3's kinds: this is model training, not GenAI) and a description, set once:
+    # a description edited in the UI stays.
+    for key, value in ((EXPERIMENT_KIND, "custom_model_development"), ("mlflow.note.content", EXPERIMENT_NOTE)):
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
     if not TEAM_SERVER:  # a shared server's Default experiment is its users' business
         _drop_empty_default(client)
     mlflow.set_experiment(task)
 
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_NOTE = ("One run per trained model (run name: <DVC experiment>-<model>): params, per-epoch curves, "
-                   "test_* metrics (added by evaluate), figures and a servable model. Headline test metric: "
-                   "test_rmse (forecasts), test_accuracy (images), test_perplexity (text); choose them as columns.")
+EXPERIMENT_NOTE = ("One run per trained model, named after the DVC experiment and the model (workspace-lstm): "
+                   "params, per-epoch curves, test_* metrics (added by evaluate), figures and a model that serves "
+                   "real units. Headline test metric: test_rmse (forecasts), test_accuracy (images), "
+                   "test_perplexity (text): add it with Columns.")
 
 
 def _drop_empty_default(client) -> None:
