@@ -8,6 +8,7 @@ to each model's MLflow training run (found by its checkpoint's hash; the run is 
 Usage: python -m stages.evaluate <task>
 """
 import numpy as np
+import torch
 
 from stages import kinds, paths, tracking
 from stages.config import load_params
@@ -36,10 +37,10 @@ def main(argv: list[str]) -> None:
         metrics, columns = kind.score(model, data, meta, device)
         if "seed_state_dicts" in checkpoint:  # the kept seed's numbers, and the spread over every seed trained
             per_seed = []
-            for seed, state in enumerate(checkpoint["seed_state_dicts"], start=params.seed):
-                if seed == checkpoint["seed"]:
-                    per_seed.append(metrics)
-                    continue
+            for state in checkpoint["seed_state_dicts"]:
+                if all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items()):
+                    per_seed.append(metrics)  # the kept seed, scored above (found by its weights: evaluate
+                    continue                  # does not read params.yaml's seed)
                 model.load_state_dict(state)
                 per_seed.append(kind.score(model, data, meta, device)[0])
             metrics["seeds"] = spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}

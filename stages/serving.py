@@ -11,7 +11,6 @@ the settings from the task's meta.json, so the logged model needs no file of the
 Only stages/tracking.py imports this module (and MLflow, when it loads a logged model).
 """
 import mlflow.pyfunc
-import torch
 
 from stages.files import load_checkpoint
 from stages.kinds import KINDS
