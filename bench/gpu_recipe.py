@@ -15,11 +15,12 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from stages import images, paths
+from stages import images, images_train, paths
 from stages.config import load_params
 from stages.files import load_arrays, read_json
 from stages.models import build_model, model_config
-from stages.training import fit, pick_device, seed_everything
+from stages.inference import pick_device
+from stages.training import fit, seed_everything
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     data, meta = load_arrays(paths.prepared_data("digits")), read_json(paths.prepared_meta("digits"))
     train, val = [tuple(t.to(device) for t in images.tensors(data, meta, split)) for split in ("train", "val")]
     config = model_config("images", args.model, meta["shape"], asdict(task_cfg.model))
-    augment = images.augmenter(task_cfg, meta)
+    augment = images_train.augmenter(task_cfg, meta)
     base = task_cfg.train
     print(f"{device}: digits {args.model}, {len(train[0])} train / {len(val[0])} val, augment {augment is not None}, "
           f"{base.lr_schedule}, patience {base.patience}", flush=True)

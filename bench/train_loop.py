@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages import images as image_kind, paths
+from stages import images_train, paths
 from stages.config import Train, load_params
 from stages.download import package_file
-from stages.imagefiles import read_idx
+from stages.images import read_idx
 from stages.models import build_model
-from stages.training import CudaEpochs, _prepare, loss_for, make_optimizer, pick_device, seed_everything, train_epoch
+from stages.inference import pick_device
+from stages.training import CudaEpochs, _prepare, loss_for, make_optimizer, seed_everything, train_epoch
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
 GPU_RECIPE_BATCH = 1024  # the GPU recipe's batch size (docs/gpu.md)
@@ -92,7 +93,7 @@ def tile(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray,
 def digits_augmenter():
     """The digits augmentation exactly as params.yaml sets it for training."""
     task_cfg = load_params().task("digits")
-    return image_kind.augmenter(task_cfg, {"mean": [MEAN], "std": [STD]})
+    return images_train.augmenter(task_cfg, {"mean": [MEAN], "std": [STD]})
 
 
 def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -> tuple[float, float, str]:

@@ -2,6 +2,7 @@
 
 Forecasting: naive (last observed value: persistence) and seasonal naive (same step one season earlier).
 Classification: the majority class, and logistic regression on the pixels. Text: unigram and bigram models.
+The task's kind does the work (stages/<kind>_baselines.py, through stages/kinds.py).
 Writes metrics/<task>/baselines.json and plots/<task>/baselines/predictions.csv.
 Usage: python -m stages.baseline <task>
 """
@@ -15,7 +16,7 @@ def main(argv: list[str]) -> None:
     (task,) = argv
     task_cfg = load_params().task(task)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
-    metrics, columns = kinds.of(task_cfg).baselines(data, meta, task_cfg.baseline)
+    metrics, columns = kinds.code(task_cfg.kind, "baselines").baselines(data, meta, task_cfg.baseline)
     write_json(paths.baseline_metrics(task), metrics)
     write_csv(paths.baseline_predictions(task), columns)
     for name, values in metrics.items():

@@ -326,16 +326,16 @@ class TextTask:
 
 @dataclass(frozen=True)
 class Run:
-    task: str
-    model: str
+    kind: str  # the task's kind, as in `tasks` (dvc.yaml declares the train stage's code from it)
+    models: tuple[str, ...]  # the models train@<task> trains, one after another in one process
 
 
 @dataclass(frozen=True)
 class Params:
     device: str
     seed: int
-    tasks: tuple[str, ...]
-    runs: dict[str, Run]
+    tasks: dict[str, str]  # task -> its kind
+    runs: dict[str, Run]  # task -> what its train stage trains
     passengers: SeriesTask
     temperature: SeriesTask
     digits: DigitsTask
@@ -345,20 +345,28 @@ class Params:
 
     def __post_init__(self):
         _require(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
-        for name in self.tasks:
+        for name, kind in self.tasks.items():
             _require(name in TASK_NAMES, f"tasks: unknown task {name!r} (known: {', '.join(TASK_NAMES)})")
-        for key, run in self.runs.items():
-            _require(run.task in TASK_NAMES, f"runs.{key}.task: unknown task {run.task!r}")
-            _require(run.task != "transfer", f"runs.{key}: transfer trains in its own scratch/extract/finetune stages")
-            known = getattr(self, run.task).models
-            _require(run.model in known, f"runs.{key}.model: unknown model {run.model!r} for {run.task} (known: {', '.join(known)})")
+            _require(kind == getattr(self, name).kind, f"tasks.{name} must be {getattr(self, name).kind}, the kind "
+                                                       f"of its data (it names the code its stages run), got {kind!r}")
+        for name, run in self.runs.items():
+            _require(name in TASK_NAMES, f"runs: unknown task {name!r} (known: {', '.join(TASK_NAMES)})")
+            _require(name != "transfer", "runs.transfer: transfer trains in its own scratch/extract/finetune stages")
+            _require(run.kind == getattr(self, name).kind, f"runs.{name}.kind must be {getattr(self, name).kind}, "
+                                                           f"as in tasks, got {run.kind!r}")
+            known = getattr(self, name).models
+            _require(len(run.models) > 0, f"runs.{name}.models is empty: list the models to train, or drop the entry")
+            _require(len(set(run.models)) == len(run.models), f"runs.{name}.models lists a model twice: {list(run.models)}")
+            for model in run.models:
+                _require(model in known, f"runs.{name}.models: unknown model {model!r} for {name} (known: {', '.join(known)})")
 
     def trained_models(self, task: str) -> list[str]:
-        """The models of a task: its runs entries, or for transfer its three phases."""
-        names = list(self.transfer.models) if task == "transfer" else [r.model for r in self.runs.values() if r.task == task]
-        if not names:
-            raise PipelineError(f"params.yaml: runs has no model for task {task}")
-        return names
+        """The models of a task: its runs entry, or for transfer its three phases."""
+        if task == "transfer":
+            return list(self.transfer.models)
+        if task not in self.runs:
+            raise PipelineError(f"params.yaml: runs has no entry for task {task}")
+        return list(self.runs[task].models)
 
     def task(self, name: str):
         if name not in TASK_NAMES:

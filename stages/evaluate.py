@@ -2,19 +2,18 @@
 
 Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled). Classification: accuracy, loss, per-class
 precision/recall. Text: cross-entropy, perplexity, top-1/top-5 next-word accuracy. One process for all the
-task's models: torch and MLflow start once, not once per model.
-Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.csv, and adds the test metrics
-to each model's MLflow training run (found by its checkpoint's hash; the run is not reopened).
+task's models. Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.csv; the log
+stage adds them to each model's MLflow run.
 Usage: python -m stages.evaluate <task>
 """
 import numpy as np
 import torch
 
-from stages import kinds, paths, tracking
+from stages import kinds, paths
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import load_arrays, read_json, write_csv, write_json
-from stages.training import load_trained, pick_device
+from stages.inference import load_model, pick_device
 
 
 def spread(per_seed: list[dict]) -> dict:
@@ -25,33 +24,34 @@ def spread(per_seed: list[dict]) -> dict:
             for stat, f in (("mean", np.mean), ("std", np.std))}
 
 
+def seed_scores(score, checkpoint: dict, path, kind: str, kept: dict, data, meta, device) -> dict:
+    """The spread over every seed the checkpoint holds; the kept seed (found by its weights: evaluate does not
+    read params.yaml's seed) reuses `kept`, its scores."""
+    per_seed = []
+    for state in checkpoint["seed_state_dicts"]:
+        if all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items()):
+            per_seed.append(kept)
+        else:
+            per_seed.append(score(load_model(path, kind, device, state)[0], data, meta, device)[0])
+    return spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
+
+
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
     task_cfg, device = params.task(task), pick_device(params.device)
-    kind = kinds.of(task_cfg)
+    score = kinds.code(task_cfg.kind, "predict").score
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
     for name in params.trained_models(task):
-        model, checkpoint = load_trained(task, name, task_cfg.kind, device)
-        metrics, columns = kind.score(model, data, meta, device)
+        path = paths.checkpoint(task, name)
+        model, checkpoint = load_model(path, task_cfg.kind, device)
+        metrics, columns = score(model, data, meta, device)
         if "seed_state_dicts" in checkpoint:  # the kept seed's numbers, and the spread over every seed trained
-            per_seed = []
-            for state in checkpoint["seed_state_dicts"]:
-                if all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items()):
-                    per_seed.append(metrics)  # the kept seed, scored above (found by its weights: evaluate
-                    continue                  # does not read params.yaml's seed)
-                model.load_state_dict(state)
-                per_seed.append(kind.score(model, data, meta, device)[0])
-            metrics["seeds"] = spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
+            metrics["seeds"] = seed_scores(score, checkpoint, path, task_cfg.kind, metrics, data, meta, device)
         write_json(paths.model_metrics(task, name), metrics)
         write_csv(paths.predictions(task, name), columns)
-        run_id = tracking.training_run(task, paths.checkpoint(task, name))
-        if run_id is not None:  # forecasters also report the validation split, under val_
-            tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, "test_")
-            tracking.add_to_run(run_id, metrics.get("seeds", {}), "test_seeds_")
-            tracking.add_to_run(run_id, metrics.get("validation", {}), "val_")
         print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+
 
 if __name__ == "__main__":
     run_stage(main, "python -m stages.evaluate <task>")

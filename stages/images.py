@@ -1,14 +1,17 @@
-"""The image-classification kind (digits, flowers, transfer): prepare, baselines, tensors, score and figures,
-the functions every kind module has, plus the pure array functions they use (splits, normalisation, the
-confusion matrix). Arrays in, arrays out; stages do the I/O."""
+"""The image-classification kind's data (digits, flowers, transfer): what preprocess runs (`prepare`: read the
+raw files, split, keep uint8), `tensors` for train and evaluate, and the array functions every stage of the kind
+shares (file readers for MNIST's IDX, CIFAR-10's batches, an ImageFolder, the UCI 8x8 digits; splits;
+normalisation; the confusion matrix). The kind's other stages have their own modules: images_baselines,
+images_train, images_predict (evaluate and the served model), images_figures (plot)."""
+import gzip
+import math
+from pathlib import Path
+
 import numpy as np
 
-from stages import figures as draw
-from stages import imagefiles, paths
-from stages.config import ImageTask, TransferPreprocess
+from stages import paths
+from stages.config import TransferPreprocess
 from stages.errors import PipelineError
-
-HEADLINE, LOWER_IS_BETTER = "accuracy", False  # the test metric metrics/summary/<task>.json lists per model
 
 
 def prepare(task: str, cfg) -> tuple[dict, dict]:
@@ -16,23 +19,23 @@ def prepare(task: str, cfg) -> tuple[dict, dict]:
     the training split's mean and std. Flowers are decoded and resized once, here."""
     skipped, classes = [], [str(d) for d in range(10)]
     if task == "digits":
-        train = imagefiles.read_idx(paths.raw_file(task)), imagefiles.read_idx(paths.raw(task) / "train-labels-idx1-ubyte.gz")
+        train = read_idx(paths.raw_file(task)), read_idx(paths.raw(task) / "train-labels-idx1-ubyte.gz")
         test = None
         if (paths.raw(task) / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
-            test = (imagefiles.read_idx(paths.raw(task) / "t10k-images-idx3-ubyte.gz"),
-                    imagefiles.read_idx(paths.raw(task) / "t10k-labels-idx1-ubyte.gz"))
+            test = (read_idx(paths.raw(task) / "t10k-images-idx3-ubyte.gz"),
+                    read_idx(paths.raw(task) / "t10k-labels-idx1-ubyte.gz"))
         arrays = split_images(*train, cfg, test)
         arrays = {k: resize(v, cfg.image_size) if k.startswith("x") else v for k, v in arrays.items()}
     elif task == "flowers":
-        images, labels, classes, skipped = imagefiles.build_image_cache(paths.raw_file(task), cfg.image_size)
+        images, labels, classes, skipped = build_image_cache(paths.raw_file(task), cfg.image_size)
         if skipped:
             print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
         arrays = split_images(images, labels, cfg)
     elif (paths.raw(task) / paths.CIFAR_FOLDER).exists():  # transfer, online: CIFAR-10 and its official test batch
-        (images, labels), test, classes = imagefiles.read_cifar10(paths.raw(task) / paths.CIFAR_FOLDER)
+        (images, labels), test, classes = read_cifar10(paths.raw(task) / paths.CIFAR_FOLDER)
         arrays = few_labels_split(images, labels, cfg, test)
     else:  # transfer, offline: the UCI 8x8 digits, upsampled to look like MNIST
-        images, labels = imagefiles.read_uci_digits(paths.raw_file(task), cfg.image_size)
+        images, labels = read_uci_digits(paths.raw_file(task), cfg.image_size)
         arrays = few_labels_split(images, labels, cfg)
     arrays = {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
     mean, std = channel_stats(arrays["x_train"])  # training images only
@@ -70,138 +73,11 @@ def few_labels_split(images: np.ndarray, labels: np.ndarray, cfg: TransferPrepro
             "x_test": test_images, "y_test": test_labels}
 
 
-def pixels(images: np.ndarray, side: int = 32) -> np.ndarray:
-    """Flattened pixels in [0, 1], average-pooled down to at most side x side so large photos stay cheap."""
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(images).float() / 255
-    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
-    if x.shape[-1] > side:
-        x = F.adaptive_avg_pool2d(x, side)
-    return x.flatten(1).numpy()
-
-
-def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
-    """The majority class, and logistic regression on the pixels; (metrics, predicted class names per baseline)."""
-    from sklearn.linear_model import LogisticRegression
-
-    y_train, y_test = data["y_train"], data["y_test"]
-    majority = np.full_like(y_test, np.bincount(y_train).argmax())
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):  # one BLAS thread: the same coefficients on every run, whatever the load
-        logistic = LogisticRegression(max_iter=cfg.max_iter).fit(pixels(data["x_train"]), y_train)
-    predictions = {"majority": majority, "logistic_pixels": logistic.predict(pixels(data["x_test"]))}
-    metrics = {name: {"accuracy": float((p == y_test).mean())} for name, p in predictions.items()}
-    names = meta["classes"]
-    columns = {"actual": [names[i] for i in y_test]}
-    return metrics, columns | {k: [names[i] for i in p] for k, p in predictions.items()}
-
-
-def augmenter(task_cfg, meta: dict):
-    """augment(x, generator) for training batches with the task's settings, or None when it does not augment
-    (transfer, or augment.enabled: false)."""
-    if not isinstance(task_cfg, ImageTask) or not task_cfg.train.augment.enabled:
-        return None
-    from stages.augment import augment
-
-    a = task_cfg.train.augment
-    return lambda x, generator: augment(x, generator, flip=a.flip, crop_scale=tuple(a.crop_scale),
-                                        rotation=a.rotation, jitter=a.jitter, elastic=a.elastic,
-                                        elastic_sigma=a.elastic_sigma, mean=meta["mean"], std=meta["std"])
-
-
 def tensors(data: dict, meta: dict, split: str):
     """One split as float (N, C, H, W) images, normalised with the training split's statistics, and int64 labels."""
     import torch
 
     return to_tensor(data[f"x_{split}"], meta["mean"], meta["std"]), torch.from_numpy(data[f"y_{split}"])
-
-
-def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
-    """Test accuracy, loss and per-class precision/recall; the actual and predicted class of every test image."""
-    from stages.training import classify
-
-    x, y = tensors(data, meta, "test")
-    logp, top5 = classify(model, x, y, device)
-    names, predicted = meta["classes"], top5[:, 0]
-    precision, recall = per_class_precision_recall(confusion_matrix(y.numpy(), predicted, len(names)))
-    metrics = {"accuracy": float((predicted == y.numpy()).mean()), "loss": float(-logp.mean()),
-               "precision": dict(zip(names, precision.round(4).tolist())), "recall": dict(zip(names, recall.round(4).tolist()))}
-    return metrics, {"actual": [names[i] for i in y.tolist()], "predicted": [names[i] for i in predicted.tolist()]}
-
-
-def serving(data: dict, meta: dict, task_cfg) -> tuple[dict, np.ndarray]:
-    """What the logged model needs to classify raw images (`spec`), and an input example: two training images."""
-    spec = {k: meta[k] for k in ("classes", "mean", "std")} | {"image_size": meta["shape"]["image_size"]}
-    return spec, data["x_train"][:2]
-
-
-def serve(model, images, spec: dict):
-    """The likeliest class and every class's probability (columns p_<class>) of each image: uint8 or 0-255
-    pixels, (N, H, W) grayscale or (N, H, W, C); grayscale images of another size are resized as preprocess does."""
-    import pandas as pd
-    import torch
-
-    from stages.training import predict
-
-    x, size = np.asarray(images), spec["image_size"]
-    if x.ndim == 3 and x.shape[1:] != (size, size):
-        x = resize(np.clip(x, 0, 255).round().astype(np.uint8), size)
-    channels = 1 if x.ndim == 3 else x.shape[-1]
-    if x.ndim not in (3, 4) or x.shape[1:3] != (size, size) or channels != len(spec["mean"]):
-        raise ValueError(f"expected images of {size}x{size} pixels with {len(spec['mean'])} channel(s), 0-255, "
-                         f"shaped (N, H, W) or (N, H, W, C); got shape {x.shape}")
-    logits = predict(model, to_tensor(x, spec["mean"], spec["std"]), 256, torch.device("cpu"))
-    probabilities = torch.softmax(logits, dim=1).numpy()
-    frame = pd.DataFrame(probabilities, columns=[f"p_{c}" for c in spec["classes"]])
-    frame.insert(0, "class", [spec["classes"][i] for i in probabilities.argmax(1)])
-    return frame
-
-
-def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) -> dict:
-    """Accuracy bars, curves, and per model a confusion matrix and a grid of test images (mistakes first); for a
-    task that augments, the augmented training images as training sees them."""
-    task, classes = results.task, meta["classes"]
-    out = {"accuracy.png": draw.bar_chart({**{b: v["accuracy"] for b, v in results.baselines.items()},
-                                           **{m: v["accuracy"] for m, v in results.metrics.items()}},
-                                          set(results.baselines), "test accuracy", f"{task}: models and baselines")}
-    if {"extract", "finetune"} <= set(results.histories):  # transfer's two phases back to back, as the original plotted them
-        out["phase_curves.png"] = draw.phase_curves({m: results.histories[m] for m in ("extract", "finetune")},
-                                                    "accuracy", f"{task}: feature extraction, then fine-tuning")
-    else:
-        out["accuracy_curves.png"] = draw.learning_curves(results.histories, "accuracy", f"{task}: accuracy")
-    # 5x5 grids as in the original exercise, of seeded random images: the splits are stored in label order
-    rng = np.random.default_rng(seed)
-    shown = rng.choice(len(data["y_test"]), size=min(25, len(data["y_test"])), replace=False)
-    shown_train = rng.choice(len(data["y_train"]), size=min(25, len(data["y_train"])), replace=False)
-    index = {c: i for i, c in enumerate(classes)}
-    for m, columns in results.predictions.items():
-        actual = np.array([index[c] for c in columns["actual"]])
-        predicted = np.array([index[c] for c in columns["predicted"]])
-        out[f"confusion_{m}.png"] = draw.confusion(confusion_matrix(actual, predicted, len(classes)), classes,
-                                                   f"{task} {m}: test confusion matrix")
-        # up to 5 random mistakes, then the random sample: a grid of 25 greens would teach nothing
-        mistakes = np.random.default_rng(seed).permutation(np.flatnonzero(predicted != actual))[:5]
-        picked = np.concatenate([mistakes, shown])
-        picked = picked[np.sort(np.unique(picked, return_index=True)[1])][:len(shown)]
-        titles = [f"{classes[p]}/{classes[a]}" for p, a in zip(predicted[picked], actual[picked])]
-        colors = ["green" if p == a else "red" for p, a in zip(predicted[picked], actual[picked])]
-        out[f"predictions_{m}.png"] = draw.image_grid(data["x_test"][picked], titles, colors, ncols=5,
-                                                      title=f"{task} {m}: predicted/actual on test images, red if wrong")
-    transform = augmenter(task_cfg, meta)
-    if transform is not None:  # what training really sees: 25 augmented training images
-        import torch
-
-        x = transform(to_tensor(data["x_train"][shown_train], meta["mean"], meta["std"]), torch.Generator().manual_seed(seed))
-        mean, std = torch.tensor(meta["mean"])[:, None, None], torch.tensor(meta["std"])[:, None, None]
-        grid = ((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        grid = grid[..., 0] if grid.shape[-1] == 1 else grid  # grayscale as (N, H, W), drawn in grey
-        names = [classes[i] for i in data["y_train"][shown_train]]
-        out["augmentation.png"] = draw.image_grid(grid, names, ["black"] * len(names), ncols=5,
-                                                  title=f"{task}: augmented training images, as training sees them")
-    return out
 
 
 def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -272,10 +148,97 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n: int) -> np.nd
     return np.bincount(np.asarray(actual) * n + np.asarray(predicted), minlength=n * n).reshape(n, n)
 
 
-def per_class_precision_recall(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Precision (of each predicted column) and recall (of each actual row); 0 where nothing was predicted."""
-    hits = np.diag(matrix).astype(np.float64)
-    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
-    return (np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0),
-            np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0))
+def read_idx(path: Path) -> np.ndarray:
+    """A gzipped IDX file (the MNIST format, http://yann.lecun.com/exdb/mnist/) of unsigned bytes."""
+    try:
+        raw = gzip.decompress(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found (run: dvc repro)") from None
+    except (OSError, EOFError) as err:
+        raise PipelineError(f"{path}: corrupt gzip file ({err})") from None
+    ndim = raw[3] if len(raw) >= 4 else 0
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or not 1 <= ndim <= 4:
+        raise PipelineError(f"{path}: not an IDX file of unsigned bytes")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(shape):
+        raise PipelineError(f"{path}: truncated IDX file ({data.size} bytes for shape {shape})")
+    return data.reshape(shape).copy()
 
+
+def read_cifar10(folder: Path) -> tuple[tuple, tuple, list[str]]:
+    """The official CIFAR-10 python batches -> ((train images, labels), (test images, labels), class names);
+    images uint8 (N, 32, 32, 3). The archive's md5 was checked by the download stage before anything is read."""
+    import pickle
+
+    def load(name: str) -> dict:
+        try:
+            with open(folder / name, "rb") as f:
+                return pickle.load(f, encoding="bytes")
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise PipelineError(f"{folder / name}: missing or corrupt ({err})") from None
+
+    def images_and_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        batches = [load(name) for name in names]
+        pixels = np.concatenate([b[b"data"] for b in batches])  # (N, 3072): 1024 red, 1024 green, 1024 blue
+        labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+        if pixels.shape[1:] != (3072,) or len(pixels) != len(labels):
+            raise PipelineError(f"{folder}: batches are not CIFAR-10's 3,072 pixels per labelled image")
+        return pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.uint8), labels
+
+    classes = [name.decode() for name in load("batches.meta")[b"label_names"]]
+    train = images_and_labels([f"data_batch_{i}" for i in range(1, 6)])
+    return train, images_and_labels(["test_batch"]), classes
+
+
+def build_image_cache(root: Path, size: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Decode every image of an ImageFolder (root/<class>/<file>) once, resized to size x size RGB.
+
+    Returns (uint8 (N, size, size, 3), int64 labels, class names, skipped files relative to root). Files that
+    do not decode are skipped and named; a class with no decodable image is an error, since training could
+    never predict it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise PipelineError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    images, labels, skipped = [], [], []
+    for label, name in enumerate(classes):
+        count = 0
+        for file in sorted(f for f in (root / name).iterdir() if f.is_file()):
+            try:
+                with Image.open(file) as img:
+                    img.draft("RGB", (size, size))  # JPEG decodes at 1/2, 1/4 or 1/8 scale when that suffices
+                    pixels = np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                skipped.append(str(file.relative_to(root)))
+                continue
+            images.append(pixels)
+            labels.append(label)
+            count += 1
+        if count == 0:
+            raise PipelineError(f"{root / name}: class folder has no decodable images")
+    return np.stack(images), np.array(labels, dtype=np.int64), classes, skipped
+
+
+def read_uci_digits(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """UCI optdigits rows (64 pixels 0-16, label) -> uint8 images of image_size px, digit in the centre 5/7."""
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError, EOFError) as err:
+        raise PipelineError(f"{path}: corrupt or unreadable ({str(err).splitlines()[0]})") from None
+    if table.ndim != 2 or table.shape[1] != 65:
+        raise PipelineError(f"{path}: expected rows of 64 pixels and a label, got shape {table.shape}")
+    pixels = torch.from_numpy(table[:, :64].reshape(-1, 1, 8, 8) / 16 * 255)
+    # MNIST centres each digit in a 20x20 box inside 28x28 (LeCun et al.); doing the same keeps the strokes
+    # where the pretrained filters expect them.
+    inner = round(image_size * 20 / 28)
+    scaled = F.interpolate(pixels, size=(inner, inner), mode="bilinear", align_corners=False)
+    pad = (image_size - inner) // 2
+    images = F.pad(scaled, (pad, image_size - inner - pad, pad, image_size - inner - pad))
+    return images[:, 0].round().clamp(0, 255).to(torch.uint8).numpy(), table[:, 64].astype(np.int64)

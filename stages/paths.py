@@ -58,8 +58,12 @@ def baseline_predictions(task: str) -> Path:
     return Path("plots") / task / "baselines" / "predictions.csv"
 
 
+def histories(task: str) -> Path:
+    return Path("plots") / task / "histories"
+
+
 def history(task: str, model: str) -> Path:
-    return Path("plots") / task / model / "history.csv"
+    return histories(task) / f"{model}.csv"
 
 
 def predictions(task: str, model: str) -> Path:
@@ -81,3 +85,9 @@ def report(task: str) -> Path:
 def summary(task: str) -> Path:
     """The headline test metric of each model and of the best baseline: the metrics `dvc exp show` lists."""
     return Path("metrics") / "summary" / f"{task}.json"
+
+
+def logged(task: str) -> Path:
+    """What the log stage added to MLflow for a task (run ids, store): kept in the DVC cache, not in git, so a fresh
+    clone's `dvc repro` runs the log stage and its MLflow store gets every test metric and figure."""
+    return Path("logs") / f"{task}.json"

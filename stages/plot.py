@@ -1,8 +1,8 @@
 """Stage plot: one task's figures (plots/figures/<task>/*.png), report (plots/reports/<task>.md) and headline
 metrics (metrics/summary/<task>.json, what `dvc exp show` lists), models beside baselines.
 
-Reads what baseline, train and evaluate wrote; the task's kind module draws its own figures (stages/kinds.py).
-Each figure and the report are also added to the MLflow run of every model of the task.
+Reads what baseline, train and evaluate wrote; the task's kind draws its own figures (stages/<kind>_figures.py,
+through stages/kinds.py). The log stage adds the figures and the report to every model's MLflow run.
 Usage: python -m stages.plot <task>
 """
 from dataclasses import asdict
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from stages import figures, kinds, paths, tracking
+from stages import figures, kinds, paths
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import atomic_path, load_arrays, read_columns, read_json, write_json
@@ -40,7 +40,6 @@ def summary(results: figures.Results, headline: str, lower_is_better: bool) -> d
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
     models = params.trained_models(task)
     meta, data = read_json(paths.prepared_meta(task)), load_arrays(paths.prepared_data(task))
@@ -53,7 +52,7 @@ def main(argv: list[str]) -> None:
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
         baseline_predictions=read_columns(paths.baseline_predictions(task)))
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}
-    kind = kinds.of(task_cfg)
+    kind = kinds.code(task_cfg.kind, "figures")
     out |= kind.figures(results, data, meta, task_cfg, params.seed)
     folder = paths.figures(task)
     for name, fig in out.items():
@@ -63,10 +62,6 @@ def main(argv: list[str]) -> None:
     with atomic_path(paths.report(task)) as tmp:
         tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out]), encoding="utf-8")
     write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))
-    for m in models:
-        run_id = tracking.training_run(task, paths.checkpoint(task, m))
-        if run_id is not None:
-            tracking.add_to_run(run_id, artifacts=[folder / name for name in out] + [paths.report(task)])
     print(f"{task}: wrote {len(out)} figures, {paths.report(task)} and {paths.summary(task)}")
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Stage preprocess: raw files -> train/val/test arrays in data/prepared/<task>/ (data.npz + meta.json).
 
-The task's kind module does the work (stages/kinds.py): chronological splits and training-only scalers for
+The task's kind does the work (stages/<kind>.py, through stages/kinds.py): chronological splits and training-only scalers for
 series, stratified seeded splits for images, contiguous held-out blocks and a training-only vocabulary for text.
 Usage: python -m stages.preprocess <task>
 """
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
         if found != BUNDLED_SHA256[task]:
             raise PipelineError(f"{paths.raw(task)}: not the bundled {task} data (sha256 {found[:16]}..., expected "
                                 f"{BUNDLED_SHA256[task][:16]}...): recreate it with dvc repro -f download@{task}")
-    arrays, meta = kinds.of(task_cfg).prepare(task, task_cfg.preprocess)
+    arrays, meta = kinds.code(task_cfg.kind, "data").prepare(task, task_cfg.preprocess)
     save_arrays(paths.prepared_data(task), **arrays)
     write_json(paths.prepared_meta(task), meta)
     print(f"{task}: examples per split {meta['sizes']}")

@@ -5,16 +5,18 @@
     model.predict(images_uint8)                     # digits: (N, 28, 28) 0-255 -> class and probabilities
     model.predict(pd.DataFrame({"text": ["국민은"]}))  # text: words -> the next words
 
-The preprocessing lives in the kind modules' `serve(model, inputs, spec)`, the same functions the pipeline uses
-(scaler, log and differences for series, training mean and std for images, vocabulary for text); `spec` holds
-the settings from the task's meta.json, so the logged model needs no file of the DVC pipeline.
-Only stages/tracking.py imports this module (and MLflow, when it loads a logged model).
+The preprocessing lives in the kind's `serve(model, inputs, spec)` (stages/<kind>_predict.py), the same functions
+the pipeline uses (scaler, log and differences for series, training mean and std for images, vocabulary for
+text); `spec` holds the settings from the task's meta.json, so the logged model needs no file of the DVC pipeline.
+Train builds one per model and hands it to stages/tracking.py, which logs it with the checkpoint.
 """
-import mlflow.pyfunc
+import warnings
 
-from stages.files import load_checkpoint
-from stages.kinds import KINDS
-from stages.models import build_model
+with warnings.catch_warnings():  # MLflow asks for type hints on predict; the logged signature does that job
+    warnings.filterwarnings("ignore", "Add type hints to the `predict` method")
+    import mlflow.pyfunc
+
+from stages import kinds
 
 
 class ServedModel(mlflow.pyfunc.PythonModel):
@@ -22,10 +24,13 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         self.kind, self.spec = kind, spec  # plain data: pickled with the model
 
     def load_context(self, context) -> None:
-        checkpoint = load_checkpoint(context.artifacts["checkpoint"])
-        self.model = build_model(self.kind, checkpoint["model"], checkpoint["config"])
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.eval()
+        from stages.inference import load_model
+
+        self.model, _ = load_model(context.artifacts["checkpoint"], self.kind)
+
+    def serve(self, model, inputs):
+        """`model`'s answers to real inputs: what predict returns once the logged checkpoint is loaded."""
+        return kinds.code(self.kind, "predict").serve(model, inputs, self.spec)
 
     def predict(self, context, model_input, params=None):
-        return KINDS[self.kind].serve(self.model, model_input, self.spec)
+        return self.serve(self.model, model_input)

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -230,33 +229,28 @@ def log_metrics(metrics: dict, prefix: str = "") -> None:
     _mlflow().log_metrics({prefix + k: v for k, v in _numbers(metrics).items()})
 
 
-def log_training(model, best: dict, kind: str, spec: dict, example, checkpoint: Path) -> None:
+def log_training(model, best: dict, served, example, checkpoint: Path) -> None:
     """What a finished training run adds: its best epoch and validation loss, the hash of the checkpoint it wrote
-    (how evaluate and plot find this run again), and the model as a pyfunc that takes and returns real units."""
+    (how the log stage finds this run again), and `served` (a stages.serving.ServedModel) with the checkpoint: a
+    pyfunc that takes and returns real units."""
     from stages.files import content_sha256
 
     log_metrics({"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]})
     _mlflow().set_tag("checkpoint_sha256", content_sha256(checkpoint))
-    log_model(model, kind, spec, example, checkpoint)
+    log_model(model, served, example, checkpoint)
 
 
-def log_model(model, kind: str, spec: dict, example, checkpoint: Path) -> None:
-    """Log stages/serving.py's pyfunc: the checkpoint as an artifact, the kind's preprocessing settings (`spec`),
-    a signature and an input example in real units; pinned requirements skip a slow inference step."""
+def log_model(model, served, example, checkpoint: Path) -> None:
+    """Log `served` with the checkpoint as an artifact, a signature and an input example in real units (its
+    output from `model`, the trained network); pinned requirements skip a slow inference step."""
     import numpy
     import pandas
     import torch
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import Schema, TensorSpec
 
-    from stages.kinds import KINDS
-
-    with warnings.catch_warnings():  # MLflow asks for type hints on predict; the signature below does that job
-        warnings.filterwarnings("ignore", "Add type hints to the `predict` method")
-        from stages.serving import ServedModel
-
     mlflow = _mlflow()
-    output = KINDS[kind].serve(model.cpu().eval(), example, spec)
+    output = served.serve(model.cpu().eval(), example)
     signature = infer_signature(example, output)
     if isinstance(example, numpy.ndarray):  # any history length or image size: serve() checks and says what it needs
         signature = ModelSignature(Schema([TensorSpec(example.dtype, (-1,) * example.ndim)]), signature.outputs)
@@ -264,7 +258,7 @@ def log_model(model, kind: str, spec: dict, example, checkpoint: Path) -> None:
     # once per trained model, would tell a user nothing.
     logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
     mlflow.pyfunc.log_model(
-        name="model", python_model=ServedModel(kind, spec), artifacts={"checkpoint": str(checkpoint)},
+        name="model", python_model=served, artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(ROOT / "stages")], signature=signature, input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
                           f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"])

@@ -1,9 +1,11 @@
-"""Stage train: fit one model of one task with early stopping on validation; save the best checkpoint.
+"""Stage train: fit every model of one task (params.yaml runs.<task>.models), one after another in one process,
+with early stopping on validation; save each model's best checkpoint.
 
-Writes models/<task>/<model>.pt (a dict: state_dict, model name and config, epoch) and
-plots/<task>/<model>/history.csv; logs params, per-epoch curves, the checkpoint's hash and a servable model
-(stages/serving.py) to MLflow.
-Usage: python -m stages.train <task> <model>
+The models of a task share their params, so one process loses no granularity and pays torch's and MLflow's
+start-up once. Writes models/<task>/<model>.pt (a dict: state_dict, model name and config, epoch) and
+plots/<task>/<model>/history.csv per model; logs one MLflow run per model: params, per-epoch curves, the
+checkpoint's hash and a servable model (stages/serving.py).
+Usage: python -m stages.train <task>
 """
 from dataclasses import asdict
 
@@ -11,8 +13,10 @@ from stages import kinds, paths, tracking
 from stages.config import SeriesTrain, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json
+from stages.inference import pick_device
 from stages.models import build_model, model_config
-from stages.training import fit, pick_device, save_trained, seed_everything
+from stages.serving import ServedModel
+from stages.training import fit, save_trained, seed_everything
 
 
 def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augment, seed: int, tag_curves: bool):
@@ -24,39 +28,51 @@ def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augme
     return (model, *fit(model, train, val, task_cfg.train, generator, augment=augment, log_epoch=log))
 
 
+def train_seeds(task_cfg, name: str, config: dict, train: tuple, val: tuple, augment, first_seed: int, seeds: int):
+    """`seeds` models from seeds first_seed, first_seed+1, ...; (the one with the best validation loss, never the
+    test, its best epoch's dict, history, extra checkpoint entries: every seed's weights when there are several)."""
+    trained = [train_one(task_cfg, name, config, train, val, augment, seed, seeds > 1)
+               for seed in range(first_seed, first_seed + seeds)]  # (model, best, history) per seed
+    kept = min(range(seeds), key=lambda i: trained[i][1]["val_loss"])
+    model, best, history = trained[kept]
+    if seeds == 1:
+        return model, best, history, {}
+    for stats in history:  # the kept seed's curves under the plain names too, as a one-seed run logs them
+        tracking.log_epoch(stats)
+    tracking.log_metrics({"kept_seed": first_seed + kept})
+    print(f"{name}: kept seed {first_seed + kept}: best validation loss of " +
+          ", ".join(f"{b['val_loss']:.5f}" for _, b, _ in trained))
+    return model, best, history, {"seed": first_seed + kept, "seed_state_dicts": [b["state_dict"] for _, b, _ in trained]}
+
+
 def main(argv: list[str]) -> None:
-    task, name = argv
+    (task,) = argv
     params = load_params()
     tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
-    if name not in task_cfg.models:
-        raise PipelineError(f"unknown model {name!r} for task {task} (known: {', '.join(task_cfg.models)})")
-    kind = kinds.of(task_cfg)
+    if task not in params.runs:
+        raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
+                            (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
+    names = params.trained_models(task)
+    data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
     seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeriesTrain) else 1
     device = pick_device(params.device)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
-    train, val = [tuple(t.to(device) for t in kind.tensors(data, meta, split)) for split in ("train", "val")]
-    config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
-    print(f"train@{task}-{name}: {len(train[0])} train / {len(val[0])} val examples on {device}, {seeds} seed(s)")
+    train, val = [tuple(t.to(device) for t in data_code.tensors(data, meta, split)) for split in ("train", "val")]
+    augment = train_code.augmenter(task_cfg, meta)
+    spec, example = train_code.serving(data, meta, task_cfg)
+    print(f"train@{task}: {', '.join(names)} on {len(train[0])} train / {len(val[0])} val examples on {device}, "
+          f"{seeds} seed(s) each")
 
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
-    with tracking.start_run(task, name, f"train@{task}-{name}", logged):
-        trained = [train_one(task_cfg, name, config, train, val, kind.augmenter(task_cfg, meta), seed, seeds > 1)
-                   for seed in range(params.seed, params.seed + seeds)]  # (model, best, history) per seed
-        kept = min(range(seeds), key=lambda i: trained[i][1]["val_loss"])  # the best on validation, never on test
-        model, best, history = trained[kept]
-        extra = {}
-        if seeds > 1:  # the kept seed's curves under the plain names too, as a one-seed run logs them
-            for stats in history:
-                tracking.log_epoch(stats)
-            tracking.log_metrics({"kept_seed": params.seed + kept})
-            extra = {"seed": params.seed + kept, "seed_state_dicts": [b["state_dict"] for _, b, _ in trained]}
-            print(f"kept seed {params.seed + kept}: best validation loss of " +
-                  ", ".join(f"{b['val_loss']:.5f}" for _, b, _ in trained))
-        save_trained(task, name, name, config, best, history, extra)
-        spec, example = kind.serving(data, meta, task_cfg)
-        tracking.log_training(model, best, task_cfg.kind, spec, example, paths.checkpoint(task, name))
-    print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    for name in names:
+        config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
+        with tracking.start_run(task, name, f"train@{task}", logged):
+            model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
+            save_trained(task, name, name, config, best, history, extra)
+            tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
+        print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
+
 
 if __name__ == "__main__":
-    run_stage(main, "python -m stages.train <task> <model>")
+    run_stage(main, "python -m stages.train <task>")

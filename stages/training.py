@@ -23,22 +23,8 @@ from tqdm import tqdm
 
 from stages import paths
 from stages.errors import PipelineError, one_line
-from stages.files import load_checkpoint, save_checkpoint, write_csv
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` means cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("params.yaml: device is cuda but no CUDA GPU is available (use auto)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise PipelineError("params.yaml: device is mps but this machine has no Apple MPS backend (use auto)")
-    return torch.device(name)
+from stages.files import save_checkpoint, write_csv
+from stages.inference import autocast
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -49,24 +35,12 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def uses_bf16(device: torch.device, x: torch.Tensor) -> bool:
-    """bf16 autocast on CUDA, for image batches (B, C, H, W) only: it roughly halves the time of conv layers and
-    needs no loss scaling. Forecasts and word logits stay float32: bf16 keeps 8 bits of mantissa, which moved
-    single temperature forecasts by up to 0.19 °C and the GRU's passengers MAE from 37.66 to 38.33 (CPU bf16
-    autocast on the shipped checkpoints), as much as the gaps between the models."""
-    return device.type == "cuda" and x.dim() == 4
-
-
-def _autocast(device: torch.device, x: torch.Tensor):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(device, x))
-
-
 def evaluate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float | None]:
     """Mean loss (and accuracy for class ids) over a whole split, with one host sync at the end."""
     model.eval()
     device = x.device
     total, correct = torch.zeros((), device=device), torch.zeros((), device=device)
-    with torch.no_grad(), _autocast(device, x):
+    with torch.no_grad(), autocast(device, x):
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             out = model(xb)
@@ -104,7 +78,7 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, opt
             xb = augment(xb, generator)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, xb):
+        with autocast(device, xb):
             out = model(xb)
             loss = loss_fn(out.float(), yb)
         optimizer.zero_grad(set_to_none=True)
@@ -226,8 +200,7 @@ class CudaEpochs:
             xb = self.augment(xb, self.generator)
         if xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        # cache_enabled=False: autocast's weight-cast cache must not outlive a captured region
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=uses_bf16(self.device, xb), cache_enabled=False):
+        with autocast(self.device, xb, cache_enabled=False):
             out = self.model(xb)
             loss = self.loss_fn(out.float(), yb)
         self.optimizer.zero_grad(set_to_none=True)  # backward writes fresh gradients (in a graph: the same memory)
@@ -342,32 +315,3 @@ def save_trained(task: str, name: str, model_name: str, config: dict, best: dict
         "epoch": best["epoch"]} | (extra or {}))
     write_csv(paths.history(task, name), {k: [h.get(k) for h in history] for k in history[0]})
     print(f"best epoch {best['epoch']} (val_loss {best['val_loss']:.4f}) -> {paths.checkpoint(task, name)}")
-
-
-def load_trained(task: str, name: str, kind: str, device: torch.device) -> tuple[nn.Module, dict]:
-    """A saved model in eval mode on `device`, and its checkpoint dict."""
-    from stages.models import build_model
-
-    checkpoint = load_checkpoint(paths.checkpoint(task, name))
-    model = build_model(kind, checkpoint["model"], checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Model outputs for every row of x, in batches, returned on the CPU as float32."""
-    model.eval()
-    outs = []
-    with _autocast(device, x):
-        for start in range(0, len(x), batch_size):
-            outs.append(model(x[start : start + batch_size].to(device)).float())
-    return torch.cat(outs).cpu()
-
-
-def classify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """log P(true class) of every example and its 5 likeliest classes, most likely first (class ids: digits,
-    words)."""
-    log_probs = torch.log_softmax(predict(model, x, 512, device), dim=1)
-    logp = log_probs.gather(1, y[:, None])[:, 0].numpy()
-    return logp, log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices.numpy()

@@ -1,6 +1,6 @@
 """Stage transfer: reuse a pretrained network on a new data set with few labels.
 
-Offline (the default) the pretrained network is the digits CNN that train@digits-cnn trains on MNIST, and the
+Offline (the default) the pretrained network is the digits CNN that train@digits trains on MNIST, and the
 target is the UCI 8x8 digits. Online (transfer.download.source: url) it is torchvision's ImageNet VGG16 or
 ResNet-18 (transfer.model.backbone) on CIFAR-10, as in the original exercise.
 Three phases, each its own DVC stage, checkpoint and MLflow run:
@@ -15,14 +15,16 @@ from dataclasses import asdict
 
 from torch import nn
 
-from stages import images, paths, tracking
+from stages import images, images_train, paths, tracking
 from stages.config import load_params
 from stages.errors import PipelineError, one_line, run_stage
 from stages.files import load_arrays, load_checkpoint, read_json
+from stages.inference import pick_device
 from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks, model_config
-from stages.training import fit, pick_device, save_trained, seed_everything
+from stages.serving import ServedModel
+from stages.training import fit, save_trained, seed_everything
 
-PRETRAINED = paths.checkpoint("digits", "cnn")  # the digits CNN of train@digits-cnn: the offline backbone
+PRETRAINED = paths.checkpoint("digits", "cnn")  # the digits CNN of train@digits: the offline backbone
 
 
 def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int = 0) -> list[nn.Parameter]:
@@ -94,8 +96,8 @@ def main(argv: list[str]) -> None:
     with tracking.start_run("transfer", phase, phase, logged, parent_run_id=parent_run_id):
         best, history = fit(model, train, val, cfg, generator, parameters=trainable, log_epoch=tracking.log_epoch)
         save_trained("transfer", phase, backbone, config, best, history)
-        spec, example = images.serving(data, meta, task_cfg)
-        tracking.log_training(model, best, "images", spec, example, paths.checkpoint("transfer", phase))
+        spec, example = images_train.serving(data, meta, task_cfg)
+        tracking.log_training(model, best, ServedModel("images", spec), example, paths.checkpoint("transfer", phase))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def load(tmp_path, raw):
 def test_the_repository_params_load():
     params = load_params()
     assert params.passengers.train.lr > 0
-    assert all(run.task in params.tasks for run in params.runs.values())
+    assert set(params.runs) <= set(params.tasks) and all(params.tasks[t] == run.kind for t, run in params.runs.items())
 
 
 def test_unknown_key_is_an_error(tmp_path, raw):
@@ -51,8 +51,19 @@ def test_wrong_type_names_the_param(tmp_path, raw):
 
 
 def test_unknown_model_name_is_an_error(tmp_path, raw):
-    raw["runs"]["passengers-tcn"] = {"task": "passengers", "model": "tcn"}
-    with pytest.raises(PipelineError, match=r"runs\.passengers-tcn\.model: unknown model 'tcn'"):
+    raw["runs"]["passengers"]["models"].append("tcn")
+    with pytest.raises(PipelineError, match=r"runs\.passengers\.models: unknown model 'tcn'"):
+        load(tmp_path, raw)
+
+
+def test_a_kind_that_is_not_the_tasks_is_an_error(tmp_path, raw):
+    """dvc.yaml declares a stage's code from the kind: a wrong one would make DVC watch the wrong files."""
+    raw["tasks"]["passengers"] = "images"
+    with pytest.raises(PipelineError, match=r"tasks\.passengers must be series"):
+        load(tmp_path, raw)
+    raw["tasks"]["passengers"] = "series"
+    raw["runs"]["digits"]["kind"] = "text"
+    with pytest.raises(PipelineError, match=r"runs\.digits\.kind must be images"):
         load(tmp_path, raw)
 
 

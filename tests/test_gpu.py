@@ -8,7 +8,7 @@ import functools
 import pytest
 import torch
 
-from stages.augment import augment, elastic_field
+from stages.images_train import augment, elastic_field
 from stages.config import Train
 from stages.models import build_model
 from stages.training import CudaEpochs, _prepare, fit, loss_for, make_optimizer, seed_everything

@@ -4,18 +4,18 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import imagefiles, images
-from stages.augment import augment as augment_batch, elastic_field
+from stages import download, images, images_predict
+from stages.images_train import augment as augment_batch, elastic_field
 from stages.errors import PipelineError
 
 
 def test_idx_round_trip_and_corrupt_file(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    imagefiles.write_idx(tmp_path / "x.gz", array)
-    np.testing.assert_array_equal(imagefiles.read_idx(tmp_path / "x.gz"), array)
+    download.write_idx(tmp_path / "x.gz", array)
+    np.testing.assert_array_equal(images.read_idx(tmp_path / "x.gz"), array)
     (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
     with pytest.raises(PipelineError, match="bad.gz"):
-        imagefiles.read_idx(tmp_path / "bad.gz")
+        images.read_idx(tmp_path / "bad.gz")
 
 
 def test_truncated_idx_is_an_error(tmp_path):
@@ -23,7 +23,7 @@ def test_truncated_idx_is_an_error(tmp_path):
 
     (tmp_path / "short.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])))
     with pytest.raises(PipelineError, match="truncated"):
-        imagefiles.read_idx(tmp_path / "short.gz")
+        images.read_idx(tmp_path / "short.gz")
 
 
 def test_stratified_split_holds_out_each_class_in_proportion():
@@ -121,7 +121,7 @@ def write_folder(root, counts: dict[str, int]):
 def test_image_cache_resizes_labels_and_skips_broken_files(tmp_path):
     write_folder(tmp_path, {"daisy": 2, "roses": 3})
     (tmp_path / "roses" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    x, y, classes, skipped = imagefiles.build_image_cache(tmp_path, 8)
+    x, y, classes, skipped = images.build_image_cache(tmp_path, 8)
     assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
     assert y.tolist() == [0, 0, 1, 1, 1] and classes == ["daisy", "roses"]
     assert skipped == ["roses/broken.jpg"]
@@ -132,15 +132,15 @@ def test_a_class_without_images_is_an_error(tmp_path):
     (tmp_path / "tulips").mkdir()
     (tmp_path / "tulips" / "notes.txt").write_text("no image here")
     with pytest.raises(PipelineError, match="tulips"):
-        imagefiles.build_image_cache(tmp_path, 8)
+        images.build_image_cache(tmp_path, 8)
     with pytest.raises(PipelineError, match="no class folders"):
-        imagefiles.build_image_cache(tmp_path / "missing", 8)
+        images.build_image_cache(tmp_path / "missing", 8)
 
 
 def test_confusion_matrix_precision_recall():
     matrix = images.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
-    precision, recall = images.per_class_precision_recall(matrix)
+    precision, recall = images_predict.per_class_precision_recall(matrix)
     np.testing.assert_allclose(precision, [1.0, 1 / 3, 0.0])
     np.testing.assert_allclose(recall, [0.5, 1.0, 0.0])
 
@@ -171,7 +171,7 @@ def test_bundled_digits_are_real_labelled_mnist(tmp_path):
     from stages.download import bundled_digits
 
     bundled_digits(tmp_path)
-    x, y = imagefiles.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), imagefiles.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
+    x, y = images.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), images.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
     assert x.shape == (5000, 28, 28) and y.shape == (5000,)
     assert np.bincount(y, minlength=10).min() > 350  # ~500 per class
     assert x[:, 0, :].max() == 0 and x.max() == 255  # empty top row, full-intensity strokes

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import paths
+from stages import kinds, paths
 from stages.config import ROOT, load_params
 
 # Modules whose edits do not change any number: params loading, errors, atomic I/O, MLflow and the model it logs,
@@ -61,12 +61,70 @@ def test_no_stage_module_imports_another(stages):
         assert not imported_modules(name) & stage_modules, f"stages/{name}.py imports a stage module"
 
 
+def kind_roles(name: str) -> set[str]:
+    """The roles stages/<name>.py asks stages/kinds.py for: the string literals of its kinds.code(kind, "<role>")."""
+    tree = ast.parse((ROOT / "stages" / f"{name}.py").read_text())
+    return {node.args[1].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "code"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "kinds"
+            and isinstance(node.args[1], ast.Constant)}
+
+
+def stage_kind(address: str, params) -> str | None:
+    """The kind of the task a stage instance works on (None for check)."""
+    group, _, task = address.partition("@")
+    if group in ("scratch", "extract", "finetune"):
+        return params.transfer.kind
+    return params.task(task).kind if task else None
+
+
+def needed_code(address: str, stage, params) -> set[str]:
+    """stages/*.py files a stage instance runs: its module and the kind modules it asks for, with their imports."""
+    module, kind = stage_module(stage), stage_kind(address, params)
+    code = code_closure(module)
+    for role in kind_roles(module):
+        code |= code_closure(kinds.module_name(kind, role).split(".")[1])
+    return {f"stages/{m}.py" for m in code - PLUMBING} | {f"stages/{module}.py"}
+
+
+KIND_FILE = re.compile(r"stages/(" + "|".join(kinds.KINDS) + r")((?:_\w+)?)\.py")
+
+
+def file_kind(file: str) -> str | None:
+    """The kind a stages/<kind>[_<role>].py file belongs to, else None."""
+    match = KIND_FILE.fullmatch(file)
+    return match.group(1) if match else None
+
+
+def as_template(files: set[str], kind: str | None) -> set[str]:
+    """The kind's own modules written as stages/{kind}[_<role>].py: what dvc.yaml templates from the task's kind."""
+    return {KIND_FILE.sub(r"stages/{kind}\2.py", f) if kind and file_kind(f) == kind else f for f in files}
+
+
 def test_every_stage_declares_the_code_it_runs(stages):
+    """Each stage declares exactly the code of one template per stage (foreach) group: what its module runs, its
+    kind's modules for the roles it asks stages/kinds.py for, and what those import; the template is the union
+    over the group's kinds (an images plot draws augmented images, so every plot declares <kind>_train.py)."""
+    params = load_params()
+    templates = {}
+    for address, stage in stages.items():
+        group = address.partition("@")[0]
+        templates.setdefault(group, set()).update(as_template(needed_code(address, stage, params),
+                                                              stage_kind(address, params)))
     for address, stage in stages.items():
         declared = {d.def_path for d in stage.deps if d.def_path.startswith("stages/")}
-        module = stage_module(stage)
-        needed = {f"stages/{m}.py" for m in code_closure(module) - PLUMBING} | {f"stages/{module}.py"}
+        kind = stage_kind(address, params)
+        needed = {f.replace("{kind}", kind or "") for f in templates[address.partition("@")[0]]}
+        assert needed_code(address, stage, params) <= needed
         assert declared == needed, f"{address}: missing {sorted(needed - declared)}, extra {sorted(declared - needed)}"
+
+
+def test_a_stage_runs_only_its_own_kinds_code(stages):
+    params = load_params()
+    for address, stage in stages.items():
+        kind = stage_kind(address, params)
+        others = {file_kind(d.def_path) for d in stage.deps} - {None, kind}
+        assert not others, f"{address} ({kind}) declares code of {others}"
 
 
 def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[Path]]:
@@ -78,20 +136,20 @@ def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[
         data = {paths.prepared("transfer")} | {"scratch": set(), "extract": {paths.checkpoint("digits", "cnn")},
                                                "finetune": {paths.checkpoint("transfer", "extract")}}[stage]
         return {"outs": {paths.checkpoint("transfer", stage), paths.history("transfer", stage)}, "data": data}
-    if stage == "train":
-        task, model = item.split("-", 1)
-        return {"outs": {paths.checkpoint(task, model), paths.history(task, model)}, "data": {paths.prepared(task)}}
     task, model = item, models[item][0]
     return {
         "download": {"outs": {paths.raw(task)}, "data": {paths.params_checked()}},
         "preprocess": {"outs": {paths.prepared(task)}, "data": {paths.raw(task)}},
         "baseline": {"outs": {paths.baseline_metrics(task), paths.baseline_predictions(task)},
                      "data": {paths.prepared(task)}},
+        "train": {"outs": {paths.checkpoints(task), paths.histories(task)}, "data": {paths.prepared(task)}},
         "evaluate": {"outs": {paths.model_metrics(task, model).parent, paths.predictions(task, model).parent},
                      "data": {paths.prepared(task), paths.checkpoints(task)}},
         "generate": {"outs": {paths.samples(task)}, "data": {paths.prepared(task), paths.checkpoints(task)}},
         "plot": {"outs": {paths.figures(task), paths.report(task)}, "metrics": {paths.summary(task)},
-                 "data": {paths.prepared(task), paths.checkpoints(task), Path("metrics") / task, Path("plots") / task}},
+                 "data": {paths.prepared(task), Path("metrics") / task, Path("plots") / task}},
+        "log": {"outs": {paths.logged(task)}, "data": {paths.checkpoints(task), Path("metrics") / task,
+                                                        Path("plots") / task, paths.figures(task), paths.report(task)}},
     }[stage]
 
 

@@ -77,9 +77,8 @@ def tiny_params(params: dict, flowers_url: str, flowers_sha256: str) -> dict:
         params["transfer"][phase] |= {"epochs": 2, "patience": 1}
     params["flowers"]["preprocess"]["image_size"] = 32
     params["flowers"]["download"] |= {"url": flowers_url, "checksum": f"sha256:{flowers_sha256}"}
-    params["tasks"].append("flowers")
-    for model in ("flower_cnn", "small_cnn"):
-        params["runs"][f"flowers-{model}"] = {"task": "flowers", "model": model}
+    params["tasks"]["flowers"] = "images"
+    params["runs"]["flowers"] = {"kind": "images", "models": ["flower_cnn", "small_cnn"]}
     return params
 
 
@@ -192,19 +191,95 @@ def test_every_declared_plot_draws_in_a_real_browser_offline(repo, plots_page, t
 
 
 def test_seq_length_change_reruns_only_that_tasks_preprocess_and_after(repo):
-    expected = {"preprocess@passengers", "baseline@passengers", "evaluate@passengers", "plot@passengers"}
-    expected |= {f"train@passengers-{m}" for m in ("rnn", "lstm", "gru")}
+    expected = {"preprocess@passengers", "baseline@passengers", "train@passengers", "evaluate@passengers",
+                "plot@passengers", "log@passengers"}
     assert stale_stages(repo, "passengers.preprocess.seq_length=6") == expected
 
 
 def test_lr_change_reruns_only_that_tasks_train_and_after(repo):
-    expected = {"evaluate@passengers", "plot@passengers"} | {f"train@passengers-{m}" for m in ("rnn", "lstm", "gru")}
+    expected = {"train@passengers", "evaluate@passengers", "plot@passengers", "log@passengers"}
     assert stale_stages(repo, "passengers.train.lr=0.005") == expected
 
 
 def test_finetune_change_reruns_only_the_finetune_phase_and_after(repo):
     assert stale_stages(repo, "transfer.finetune.unfreeze_blocks=2") == {"finetune", "evaluate@transfer",
-                                                                          "plot@transfer"}
+                                                                          "plot@transfer", "log@transfer"}
+
+
+# What a one-line edit of each shared module re-runs (README: "What re-runs after an edit"), by kind of module.
+FIGURES = {"figures", "series_figures", "images_figures", "text_figures"}
+LOOP = {"training", "inference", "models"}
+
+
+def stages_running(repo: Path, module: str) -> set[str]:
+    """The stages whose declared code includes stages/<module>.py, as `dvc status` finds them after an edit."""
+    from dvc.repo import Repo
+
+    path = repo / "stages" / f"{module}.py"
+    original = path.read_bytes()
+    path.write_bytes(original + b"# an edit\n")
+    try:
+        with Repo(str(repo)) as dvc:
+            status = dvc.status()
+    finally:
+        path.write_bytes(original)
+    return {name for name, changes in status.items() for change in changes if isinstance(change, dict)
+            and change.get("changed deps", {}).get(f"stages/{module}.py") == "modified"}
+
+
+def test_an_edit_reruns_only_the_stages_that_run_the_edited_code(repo):
+    from dvc.repo import Repo
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    with Repo(str(repo)) as dvc:
+        stages = list(dvc.index.stages)
+    kind = {}  # stage -> the kind of its task; transfer's phases are images stages
+    for s in stages:
+        group, _, task = s.addressing.partition("@")
+        kind[s.addressing] = "images" if group in ("scratch", "extract", "finetune") else params["tasks"].get(task)
+    stage_modules = {re.match(r"python -m stages\.(\w+)", s.cmd).group(1) for s in stages}
+    plumbing = {"__init__", "config", "errors", "files", "tracking", "serving", "paths", "kinds"}
+    shared = sorted({p.stem for p in (repo / "stages").glob("*.py")} - stage_modules - plumbing)
+    assert len(shared) >= 15, shared
+    shares = {}
+    for module in shared:
+        running = stages_running(repo, module)
+        assert running, f"no stage declares stages/{module}.py"
+        shares[module] = len(running) / len(stages)
+        groups = {a.partition("@")[0] for a in running}
+        if module in FIGURES:
+            assert groups == {"plot"}, (module, running)
+        for k in ("series", "images", "text"):
+            if module == k or module.startswith(f"{k}_"):
+                assert {kind[a] for a in running} == {k}, (module, running)
+        if module in LOOP:
+            assert not groups & {"check", "download", "preprocess", "baseline", "plot", "log"}, (module, running)
+    print("share of stages an edit re-runs: " + ", ".join(f"{m} {v:.0%}" for m, v in shares.items()))
+    assert sum(shares.values()) / len(shares) <= 0.35
+
+
+def test_a_fresh_clone_logs_test_metrics_and_figures_to_its_own_mlflow(repo, tmp_path):
+    """Checkpoints are not in git, so a clone's train runs again and writes byte-identical checkpoints; evaluate
+    and plot are then skipped (their outputs in git match), and the log stage, whose output is in the DVC cache,
+    still adds their metrics and figures to the clone's runs. A second repro is a no-op; git stays clean."""
+    import mlflow
+
+    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm outputs --allow-empty", repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    out = run(["dvc", "repro", "log@passengers"], clone).stdout
+    assert "Running stage 'train@passengers'" in out and "Running stage 'log@passengers'" in out
+    assert "Running stage 'evaluate@passengers'" not in out  # skipped: the same checkpoints, the same metrics
+    client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("passengers").experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == ["gru", "lstm", "rnn"]
+    for r in runs:
+        expected = json.loads((clone / f"metrics/passengers/models/{r.data.tags['model']}.json").read_text())
+        assert r.data.metrics["test_rmse"] == expected["rmse"]
+        assert {a.path for a in client.list_artifacts(r.info.run_id, "figures")} >= {
+            "figures/forecasts.png", "figures/passengers.md"}
+    assert "Data and pipelines are up to date" in run(["dvc", "repro", "log@passengers"], clone).stdout
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""
 
 
 def test_flowers_reports_the_corrupt_file_and_skips_it(repo):
@@ -301,7 +376,7 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
 
 
 def test_training_runs_last_as_long_as_training(repo):
-    """evaluate and plot add test metrics and figures to the finished run; they do not reopen it."""
+    """The log stage adds test metrics and figures to the finished run; it does not reopen it."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

@@ -51,17 +51,17 @@ def test_a_corrupt_mlflow_db_is_one_line_naming_it(tmp_path, monkeypatch):
 def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setattr(tracking, "TEAM_SERVER", None)
-    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}):
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
         pass  # creates the experiment
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid now names no process
     client = mlflow.MlflowClient(tracking.tracking_uri())
     experiment = client.get_experiment_by_name("passengers")
     abandoned = client.create_run(experiment.experiment_id, tags={
-        "dvc_stage": "train@passengers-lstm", "host": socket.gethostname(), "pid": str(dead.pid)})
+        "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
     other = client.create_run(experiment.experiment_id, tags={  # another stage's run, and a live process: kept
-        "dvc_stage": "train@passengers-gru", "host": socket.gethostname(), "pid": str(dead.pid)})
-    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {}):
+        "dvc_stage": "evaluate@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
         pass
     mlflow.set_tracking_uri(None)
     assert client.get_run(abandoned.info.run_id).info.status == "KILLED"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages import series
+from stages import series, series_baselines
 from stages.config import SeriesBaseline, SeriesPreprocess
 from stages.errors import PipelineError
 
@@ -66,10 +66,10 @@ def test_seq_length_longer_than_the_training_part_names_the_param():
 def test_naive_and_seasonal_naive_baselines():
     values = np.arange(30.0)
     targets = np.array([26, 27])
-    assert series.naive_forecast(values, targets, horizon=1).tolist() == [25, 26]
-    assert series.naive_forecast(values, targets, horizon=3).tolist() == [23, 24]
-    assert series.seasonal_naive_forecast(values, targets, horizon=1, season=12).tolist() == [14, 15]
-    assert series.seasonal_naive_forecast(values, targets, horizon=13, season=12).tolist() == [2, 3]
+    assert series_baselines.naive_forecast(values, targets, horizon=1).tolist() == [25, 26]
+    assert series_baselines.naive_forecast(values, targets, horizon=3).tolist() == [23, 24]
+    assert series_baselines.seasonal_naive_forecast(values, targets, horizon=1, season=12).tolist() == [14, 15]
+    assert series_baselines.seasonal_naive_forecast(values, targets, horizon=13, season=12).tolist() == [2, 3]
 
 
 def test_forecast_metrics_by_hand():
@@ -136,7 +136,7 @@ def test_sarima_forecasts_one_step_ahead_with_parameters_fixed_before_the_test_p
     noise = rng.normal(0, 1, 200)
     values = 50 + np.cumsum(noise[1:] + 0.6 * noise[:-1])  # an IMA(1,1) walk
     fit_end, targets = 150, np.arange(150, 199)
-    predicted = series.sarima_forecast(values, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
+    predicted = series_baselines.sarima_forecast(values, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
     params = SARIMAX(values[:fit_end], order=(0, 1, 1)).fit(disp=False).params
     theta = params[0]
     forecast, error = values[0], 0.0
@@ -148,7 +148,7 @@ def test_sarima_forecasts_one_step_ahead_with_parameters_fixed_before_the_test_p
     np.testing.assert_allclose(predicted, np.array(by_hand)[targets - 1], rtol=1e-6)
     changed = values.copy()
     changed[170:] += 100
-    again = series.sarima_forecast(changed, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
+    again = series_baselines.sarima_forecast(changed, fit_end, targets, (0, 1, 1), (0, 0, 0, 0), log=False)
     np.testing.assert_array_equal(again[:21], predicted[:21])  # forecasts up to step 170 saw no changed value
     assert not np.allclose(again[21:], predicted[21:])
 
@@ -159,7 +159,7 @@ def test_classical_baselines_beat_naive_on_a_seasonal_series():
     arrays["times"] = np.array([str(i) for i in range(len(values))])
     baseline = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
                               sarima_log=True, ets_seasonal="mul")
-    metrics, columns = series.baselines(arrays, meta, baseline)
+    metrics, columns = series_baselines.baselines(arrays, meta, baseline)
     assert set(metrics) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
     assert len(columns["sarima"]) == len(arrays["index_test"])
     for name in ("sarima", "ets", "linear_ar"):

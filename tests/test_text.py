@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages import text
+from stages import text, text_baselines, text_predict
 from stages.config import TextBaseline, TextPreprocess
 from stages.errors import PipelineError
 
@@ -62,7 +62,7 @@ def test_vocab_has_pad_and_unk_first_and_respects_min_count_and_max_size():
 def test_encode_and_decode():
     vocab = ["<pad>", "<unk>", "a", "b"]
     assert text.encode([["a", "z", "b"]], vocab) == [[2, 1, 3]]
-    assert text.decode([3, 1, 2], vocab) == "b <unk> a"
+    assert text_predict.decode([3, 1, 2], vocab) == "b <unk> a"
 
 
 def test_prefix_sequences_by_hand_never_cross_lines():
@@ -84,7 +84,7 @@ def test_window_sequences_run_over_the_token_stream():
 def ngrams(lines: list[list[int]], *args):
     """ngram_baselines on training lines given as lists of ids."""
     tokens = np.array([i for line in lines for i in line], dtype=np.int64)
-    return text.ngram_baselines(tokens, np.array([len(line) for line in lines]), *args)
+    return text_baselines.ngram_baselines(tokens, np.array([len(line) for line in lines]), *args)
 
 
 def test_unigram_is_a_distribution_over_the_words_without_pad():
@@ -114,7 +114,7 @@ def test_bigram_interpolates_and_counts_no_pair_across_lines():
 def test_top_ids_break_ties_by_the_lower_id_on_every_cpu():
     # 63 tied entries: argpartition (the previous code) kept ids 1-4 and 6 on an AVX-512 machine, skipping 5
     probs = np.array([[0.1] + [0.3] * 63, [0.3] * 63 + [0.4]])
-    assert text._top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
+    assert text_baselines._top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
 
 
 def test_language_metrics_by_hand():
@@ -146,14 +146,14 @@ def fake_model(vocab_size: int, seen: list):
 
 def test_greedy_generation_follows_the_model_and_never_emits_pad_or_unk():
     seen = []
-    ids = text.generate(fake_model(8, seen), [3], n_words=6, temperature=0.0, generator=None, max_len=3)
+    ids = text_predict.generate(fake_model(8, seen), [3], n_words=6, temperature=0.0, generator=None, max_len=3)
     assert ids == [4, 5, 6, 7, 2, 3]  # after 7 the preferred id is 0 (<pad>), and 1 is <unk>: both masked
     assert seen[0] == [[0, 0, 3]] and seen[4] == [[5, 6, 7]]  # pre-padded, then the last max_len ids
 
 
 def test_sampled_generation_is_reproducible_with_the_same_seed():
     def sample(seed):
-        return text.generate(fake_model(50, []), [3], n_words=20, temperature=5.0,
+        return text_predict.generate(fake_model(50, []), [3], n_words=20, temperature=5.0,
                              generator=torch.Generator().manual_seed(seed), max_len=4)
     assert sample(0) == sample(0)
     assert len(sample(0)) == 20 and not {0, 1} & set(sample(0) + sample(1))
@@ -169,7 +169,7 @@ def test_prepare_text_and_baselines_end_to_end(tmp_path, monkeypatch):
     cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="prefix", max_len=3, val_ratio=0.1, test_ratio=0.1)
     arrays, meta = text.prepare("text", cfg)
     assert meta["sizes"] == {"train": 48, "val": 6, "test": 6} and len(meta["vocab"]) == 6
-    metrics, columns = text.baselines(arrays, meta, TextBaseline(bigram_weight=0.9))
+    metrics, columns = text_baselines.baselines(arrays, meta, TextBaseline(bigram_weight=0.9))
     assert metrics["bigram"]["top1_accuracy"] == 1.0 > metrics["unigram"]["top1_accuracy"]
     assert columns["actual"][:3] == ["법", "앞에", "평등하다"]
 

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import images, series, text, tracking
+from stages import images, images_train, series, series_predict, series_train, text_predict, text_train, tracking
 from stages.config import SeriesPreprocess
 from stages.files import content_sha256, save_checkpoint
 from stages.models import build_model
+from stages.serving import ServedModel
 
 
 def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path, monkeypatch):
@@ -21,7 +22,7 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     monkeypatch.chdir(elsewhere)  # what a queued experiment does: run the stage in a temp copy
     monkeypatch.setenv("DVC_ROOT", str(root))
     monkeypatch.setattr(tracking, "TEAM_SERVER", None)
-    with tracking.start_run("passengers", "lstm", "train@passengers-lstm", {"lr": 0.01}) as run:
+    with tracking.start_run("passengers", "lstm", "train@passengers", {"lr": 0.01}) as run:
         tracking.log_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.7})
     mlflow.set_tracking_uri(None)
     assert tracking.tracking_uri() == f"sqlite:///{root.resolve() / 'mlflow.db'}"
@@ -30,7 +31,7 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     client = mlflow.MlflowClient(tracking.tracking_uri())
     logged = client.get_run(run.info.run_id)
     assert logged.info.run_name == "workspace-lstm" and logged.data.params == {"lr": "0.01"}
-    assert logged.data.tags["dvc_stage"] == "train@passengers-lstm"
+    assert logged.data.tags["dvc_stage"] == "train@passengers"
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def store(tmp_path, monkeypatch):
 def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
     checkpoint = store / "cnn.pt"
     checkpoint.write_bytes(b"the weights")
-    with tracking.start_run("digits", "cnn", "train@digits-cnn", {}) as run:
+    with tracking.start_run("digits", "cnn", "train@digits", {}) as run:
         mlflow.set_tag("checkpoint_sha256", content_sha256(checkpoint))
     client = mlflow.MlflowClient(tracking.tracking_uri())
     ended = client.get_run(run.info.run_id).info.end_time
@@ -61,7 +62,7 @@ def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
 
 
 def test_experiments_open_on_their_runs_and_no_empty_default_is_left(store):
-    with tracking.start_run("digits", "cnn", "train@digits-cnn", {}):
+    with tracking.start_run("digits", "cnn", "train@digits", {}):
         pass
     client = mlflow.MlflowClient(tracking.tracking_uri())
     assert [e.name for e in client.search_experiments()] == ["digits"]
@@ -74,8 +75,8 @@ def log_and_load(store, task: str, kind: str, name: str, config: dict, spec: dic
     model = build_model(kind, name, config).eval()
     checkpoint = store / f"{name}.pt"
     save_checkpoint(checkpoint, {"model": name, "config": config, "state_dict": model.state_dict(), "epoch": 1})
-    with tracking.start_run(task, name, f"train@{task}-{name}", {}) as run:
-        tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, kind, spec, example, checkpoint)
+    with tracking.start_run(task, name, f"train@{task}", {}) as run:
+        tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, ServedModel(kind, spec), example, checkpoint)
     assert tracking.training_run(task, checkpoint) == run.info.run_id
     mlflow.set_tracking_uri(tracking.tracking_uri())
     return model, mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
@@ -87,10 +88,10 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
     cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
                            differences=(1, 12))
     arrays, meta = series.windows(values, cfg, "passengers")
-    spec, example = series.serving(arrays, meta, None)
+    spec, example = series_train.serving(arrays, meta, None)
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
     model, served = log_and_load(store, "passengers", "series", "gru", config, spec, example)
-    pipeline = series.forecast(model, arrays, meta, "test", torch.device("cpu"))  # what evaluate scores
+    pipeline = series_predict.forecast(model, arrays, meta, "test", torch.device("cpu"))  # what evaluate scores
     span = 4 + 13  # seq_length + sum(differences): the real values each forecast needs
     history = np.stack([values[t - span : t] for t in arrays["index_test"]])  # horizon 1: up to the step before
     assert np.allclose(served.predict(history), pipeline, rtol=1e-6)
@@ -103,7 +104,7 @@ def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_prob
     classes = [str(d) for d in range(10)]
     meta = {"classes": classes, "mean": [0.13], "std": [0.31], "shape": {"image_size": 28}}
     pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
-    spec, example = images.serving({"x_train": pixels}, meta, None)
+    spec, example = images_train.serving({"x_train": pixels}, meta, None)
     model, served = log_and_load(store, "digits", "images", "cnn", {"in_channels": 1, "num_classes": 10,
                                                                     "image_size": 28}, spec, example)
     answer = served.predict(pixels)
@@ -117,12 +118,12 @@ def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_prob
 def test_the_logged_language_model_takes_words_and_returns_the_next_words(store):
     vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
     task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=3, prompts=("국민은", "대한민국은")))
-    spec, example = text.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
+    spec, example = text_train.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
     config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
     model, served = log_and_load(store, "text", "text", "gru", config, spec, example)
     answer = served.predict(pd.DataFrame({"text": ["국민은 법률로", "모르는 말"]}))
     with torch.no_grad():
-        greedy = text.generate(model, [2, 3], 3, 0.0, None, 4)
-    assert answer["continuation"][0] == text.decode(greedy, vocab) and answer["next_word"][0] == vocab[greedy[0]]
+        greedy = text_predict.generate(model, [2, 3], 3, 0.0, None, 4)
+    assert answer["continuation"][0] == text_predict.decode(greedy, vocab) and answer["next_word"][0] == vocab[greedy[0]]
     assert all(len(c.split()) == 3 and "<unk>" not in c for c in answer["continuation"])
     assert ((0 < answer["probability"]) & (answer["probability"] < 1)).all()

@@ -5,7 +5,8 @@ import torch
 from stages.config import Train
 from stages.models import build_model
 from stages.errors import PipelineError
-from stages.training import fit, pick_device, predict, seed_everything, uses_bf16
+from stages.inference import pick_device, predict, uses_bf16
+from stages.training import fit, seed_everything
 
 CPU = torch.device("cpu")
 

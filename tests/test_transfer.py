@@ -102,8 +102,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
 
     from stages import download, paths
     from stages.config import Download
-    from stages.imagefiles import read_cifar10
-    from stages.images import few_labels_split
+    from stages.images import few_labels_split, read_cifar10
     from tests.test_fetch import Server
 
     rng = np.random.default_rng(0)
@@ -138,7 +137,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
 
 
 def test_corrupt_cifar_batch_is_named(tmp_path):
-    from stages.imagefiles import read_cifar10
+    from stages.images import read_cifar10
 
     (tmp_path / "batches.meta").write_bytes(b"not a pickle")
     with pytest.raises(PipelineError, match="batches.meta: missing or corrupt"):

@@ -1,0 +1,65 @@
+"""A trained language model's predictions: the test scores (stage evaluate), continuations (stage generate) and the
+logged MLflow model's answers (`serve`, run by stages/serving.py)."""
+from stages.errors import PipelineError
+from stages.inference import classify
+from stages.text import PAD, UNK, encode, language_metrics, tensors, tokenize
+
+
+def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
+    """Test cross-entropy, perplexity and next-word accuracies; the actual and top predicted word of every example."""
+    x, y = tensors(data, meta, "test")
+    logp, top5 = classify(model, x, y, device)
+    vocab = meta["vocab"]
+    columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()]}
+    return language_metrics(logp, top5, y.numpy()), columns
+
+
+def serve(model, texts, spec: dict):
+    """For each text (column `text`, or the first column): the likeliest next word outside <unk>, its
+    probability, and a greedy continuation of n_words words."""
+    import pandas as pd
+    import torch
+
+    column = texts["text"] if "text" in texts else texts.iloc[:, 0]
+    vocab, rows = spec["vocab"], []
+    for line in column:
+        ids = encode([tokenize(str(line))], vocab)[0]
+        with torch.no_grad():
+            words = generate(model, ids, spec["n_words"], 0.0, None, spec["max_len"])
+            context = ids[-spec["max_len"]:]
+            logits = model(torch.tensor([[PAD] * (spec["max_len"] - len(context)) + context]))[0]
+        rows.append({"next_word": vocab[words[0]], "probability": float(torch.softmax(logits, 0)[words[0]]),
+                     "continuation": decode(words, vocab)})
+    return pd.DataFrame(rows, columns=["next_word", "probability", "continuation"])
+
+
+def generate(next_logits, prompt_ids: list[int], n_words: int, temperature: float, generator,
+             max_len: int) -> list[int]:
+    """n_words ids continuing prompt_ids (not the prompt itself): argmax if temperature is 0, else sampled.
+
+    Never <pad> or <unk>: on a small corpus <unk> is the likeliest next word, and greedy text would be all <unk>.
+
+    next_logits maps a (1, max_len) int64 tensor, pre-padded with 0 like the training inputs, to (1, V) logits.
+    """
+    import torch
+
+    if temperature < 0:
+        raise PipelineError(f"text.generate.temperature={temperature} must be >= 0")
+    ids, generated = list(prompt_ids), []
+    for _ in range(n_words):
+        context = ids[-max_len:]
+        x = torch.tensor([[PAD] * (max_len - len(context)) + context], dtype=torch.int64)
+        logits = next_logits(x)[0].detach().float().cpu().clone()
+        logits[[PAD, UNK]] = -float("inf")  # padding is not a word; "<unk> <unk>" would tell a reader nothing
+        if temperature == 0:
+            next_id = int(torch.argmax(logits))
+        else:
+            probs = torch.softmax(logits / temperature, dim=0)
+            next_id = int(torch.multinomial(probs, 1, generator=generator))
+        ids.append(next_id)
+        generated.append(next_id)
+    return generated
+
+
+def decode(ids: list[int], vocab: list[str]) -> str:
+    return " ".join(vocab[i] for i in ids)
