@@ -158,7 +158,11 @@ def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: st
         tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:
         mlflow.log_params({k: v for key, value in params.items() for k, v in _flatten(key, value).items()})
-        yield run
+        _epochs["flushed"] = time.time()
+        try:
+            yield run
+        finally:
+            _flush_epochs()  # the curves so far, even when training failed: they show where it went wrong
 
 
 def _close_abandoned_runs(mlflow, task: str, stage: str) -> None:
@@ -215,8 +219,31 @@ def add_to_run(run_id: str, metrics: dict | None = None, prefix: str = "", artif
         client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
+# Per-epoch metrics wait here and go to the store in one batch every FLUSH_SECONDS, and when the run ends: one
+# write per epoch cost more than the epochs of a small model (a sqlite transaction each; an HTTP call each on a
+# team server), while a slow model's curves still appear in the UI as it trains.
+FLUSH_SECONDS = 5.0
+_epochs = {"metrics": [], "flushed": 0.0}
+
+
 def log_epoch(stats: dict, prefix: str = "") -> None:
-    _mlflow().log_metrics({prefix + k: v for k, v in stats.items() if k != "epoch"}, step=stats["epoch"])
+    from mlflow.entities import Metric
+
+    now = time.time()
+    _epochs["metrics"] += [Metric(prefix + k, float(v), int(now * 1000), stats["epoch"])
+                           for k, v in stats.items() if k != "epoch"]
+    if now - _epochs["flushed"] >= FLUSH_SECONDS:
+        _flush_epochs()
+
+
+def _flush_epochs() -> None:
+    metrics, _epochs["metrics"], _epochs["flushed"] = _epochs["metrics"], [], time.time()
+    if not metrics:
+        return
+    mlflow = _mlflow()
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1,000 metrics per batch
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
 def _numbers(metrics: dict) -> dict:

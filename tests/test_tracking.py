@@ -61,6 +61,20 @@ def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
     assert tracking.training_run("digits", checkpoint) is None
 
 
+def test_every_epoch_reaches_the_store_in_batches_by_the_end_of_the_run(store, monkeypatch):
+    writes = []
+    monkeypatch.setattr(tracking, "FLUSH_SECONDS", 3600.0)  # nothing is due before the run ends
+    log_batch = mlflow.MlflowClient.log_batch
+    monkeypatch.setattr(mlflow.MlflowClient, "log_batch", lambda self, *a, **k: writes.append(k.get("metrics"))
+                        or log_batch(self, *a, **k))
+    with tracking.start_run("passengers", "gru", "train@passengers", {}) as run:
+        for epoch in (1, 2, 3):
+            tracking.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch}, "seed42_")
+    history = mlflow.MlflowClient(tracking.tracking_uri()).get_metric_history(run.info.run_id, "seed42_val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.0), (3, 2.0 / 3)]
+    assert len([w for w in writes if w]) == 1  # one batch of metrics for the run, not one write per epoch
+
+
 def test_experiments_open_on_their_runs_and_no_empty_default_is_left(store):
     with tracking.start_run("digits", "cnn", "train@digits", {}):
         pass
