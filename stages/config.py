@@ -4,6 +4,7 @@ params.yaml is task-first (`passengers.train.lr`), so each DVC stage can declare
 A check in __post_init__ raises ValueError("<key> must ..."); load_params() turns it into a PipelineError
 that names the full key (`params.yaml: passengers.train.lr must be > 0, got -1`).
 """
+import re
 import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
@@ -173,6 +174,8 @@ class Augment:
     def __post_init__(self):
         _require(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
                  f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(self.crop_scale)}")
+        _require(0 <= self.rotation <= 180, f"rotation must be in [0, 180] degrees (images turn by +-rotation), "
+                                            f"got {self.rotation}")
         _require(0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}")
         _require(self.elastic >= 0 and self.elastic_sigma > 0,
                  f"elastic must be >= 0 and elastic_sigma > 0, got {self.elastic} and {self.elastic_sigma}")
@@ -274,6 +277,7 @@ class TextPreprocess:
 
     def __post_init__(self):
         _require(self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}")
+        _require(self.max_vocab >= 0, f"max_vocab must be >= 0 (0: no cap), got {self.max_vocab}")
         _require(self.sequences in ("prefix", "window"), f"sequences must be prefix or window, got {self.sequences!r}")
         _require(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
         _require(0 < self.val_ratio < 1 and 0 < self.test_ratio < 1 and self.val_ratio + self.test_ratio < 1,
@@ -345,6 +349,9 @@ class Params:
 
     def __post_init__(self):
         _require(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds)  # the tasks that train several
+        _require(0 <= self.seed and self.seed + most_seeds - 1 < 2**32,  # NumPy's seed range, with seed + k for k seeds
+                 f"seed must be in [0, 2**32 - {most_seeds}] (a task trains {most_seeds} seeds from it), got {self.seed}")
         for name, kind in self.tasks.items():
             _require(name in TASK_NAMES, f"tasks: unknown task {name!r} (known: {', '.join(TASK_NAMES)})")
             _require(kind == getattr(self, name).kind, f"tasks.{name} must be {getattr(self, name).kind}, the kind "
@@ -394,6 +401,8 @@ def _convert(value, kind, where: str):
         return {k: _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and FLOAT.fullmatch(value):
+        return float(value)  # 1e-3: YAML 1.1 (PyYAML) reads it as a string, YAML 1.2 (DVC) as the number meant
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise PipelineError(f"params.yaml: {where} must be {kind.__name__}, got {value!r}")
     return value
@@ -421,11 +430,36 @@ def _build(cls, raw, where: str):
         raise PipelineError(f"params.yaml: {prefix}{err}") from None
 
 
+FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; DVC refuses the file: refuse it here too, naming the key."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _first_lines(err: yaml.YAMLError) -> str:
+    """The problem and where it is (`duplicate key 'lr' in "params.yaml", line 50`) on one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{problem}, line {mark.line + 1}" if mark else problem
+
+
 def load_params(path: Path = ROOT / "params.yaml") -> Params:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found") from None
     except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise PipelineError(f"{path}: not valid YAML ({_first_lines(err)})") from None
+    if raw is None:
+        raise PipelineError(f"{path}: the file is empty; it holds every param of the pipeline (git checkout -- {path.name})")
     return _build(Params, raw, "")

@@ -12,7 +12,7 @@ import torch
 from stages import kinds, paths
 from stages.config import load_params
 from stages.errors import run_stage
-from stages.files import load_arrays, read_json, write_csv, write_json
+from stages.files import load_arrays, read_json, remove_others, write_csv, write_json
 from stages.inference import load_model, pick_device
 
 
@@ -42,7 +42,8 @@ def main(argv: list[str]) -> None:
     task_cfg, device = params.task(task), pick_device(params.device)
     score = kinds.code(task_cfg.kind, "predict").score
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
-    for name in params.trained_models(task):
+    names = params.trained_models(task)
+    for name in names:
         path = paths.checkpoint(task, name)
         model, checkpoint = load_model(path, task_cfg.kind, device)
         metrics, columns = score(model, data, meta, device)
@@ -51,6 +52,8 @@ def main(argv: list[str]) -> None:
         write_json(paths.model_metrics(task, name), metrics)
         write_csv(paths.predictions(task, name), columns)
         print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    remove_others(paths.model_metrics(task, names[0]).parent, {paths.model_metrics(task, n).name for n in names})
+    remove_others(paths.predictions(task, names[0]).parent, {paths.predictions(task, n).name for n in names})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,15 @@ def atomic_path(path: Path):
             tmp.unlink()
 
 
+def remove_others(folder: Path, keep: set[str]) -> None:
+    """Delete the files of `folder` not named in `keep`: DVC keeps a stage's outputs (persist: true in dvc.yaml,
+    so a refused run loses nothing), and a stage that rewrites a folder removes what it no longer makes (the
+    checkpoint of a model dropped from params.yaml's runs, say) once it has succeeded."""
+    for path in Path(folder).iterdir():
+        if path.is_file() and path.name not in keep:
+            path.unlink()
+
+
 def content_sha256(path: Path) -> str:
     """sha256 over a file, or over a folder's files and their relative names; gzip files count by their content,
     so the digest does not depend on the zlib that compressed them."""

@@ -13,7 +13,14 @@ import yaml
 from stages import figures, kinds, paths
 from stages.config import load_params
 from stages.errors import run_stage
-from stages.files import atomic_path, load_arrays, read_columns, read_json, write_json
+from stages.files import (
+    atomic_path,
+    load_arrays,
+    read_columns,
+    read_json,
+    remove_others,
+    write_json,
+)
 
 
 def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
@@ -59,6 +66,7 @@ def main(argv: list[str]) -> None:
         with atomic_path(folder / name) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
         figures.pyplot().close(fig)
+    remove_others(folder, set(out))
     with atomic_path(paths.report(task)) as tmp:
         tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out]), encoding="utf-8")
     write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))

@@ -16,12 +16,26 @@ SERIES_COLUMNS = {
 }
 
 
+# The fewest rows a complete raw file has (passengers: 12 years of months; temperature: a year of hours, the
+# bundled TMY3 file, where the Jena archive has 420,551 rows of 10 minutes), and how far one value may sit from
+# the median of its 3 neighbours on each side, in median steps: the real series reach 6.9 (passengers, July 1960)
+# and 12.1 (an hourly thunderstorm drop); a number cut short in a download (`1955-04,2` for 269) reaches 12.7.
+MIN_ROWS = {"passengers": 144, "temperature": 8760}
+OUT_OF_LINE = {"passengers": 10.0, "temperature": 30.0}
+
+
 def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """(times as strings, values as float64) from a raw CSV; NaN or a bad column is an error naming the file."""
+    """(times as strings, values as float64) from a raw CSV; a cut, short or damaged file, NaN, a value out of
+    line with its neighbours or a bad column is an error naming the file."""
     import pandas as pd
 
     time_col, value_col, time_format, resample, _ = SERIES_COLUMNS[task]
     try:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":  # a download cut mid-row: its last number may be cut too
+                raise PipelineError(f"{path}: ends mid-row (no final newline): a cut download; fetch it again with "
+                                    f"dvc repro -f download@{task}")
         frame = pd.read_csv(path, usecols=[time_col, value_col])
         times = pd.to_datetime(frame[time_col], format=time_format)
         values = pd.to_numeric(frame[value_col], errors="raise").astype(float)
@@ -37,6 +51,9 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
         raise PipelineError(f"{path}: {int((~np.isfinite(values)).sum())} infinite values in column {value_col!r}")
     if not times.is_monotonic_increasing or times.duplicated().any():  # else the split would not be chronological
         raise PipelineError(f"{path}: column {time_col!r} is not in increasing time order without repeats")
+    if len(values) < MIN_ROWS[task]:
+        raise PipelineError(f"{path}: {len(values)} data rows, fewer than the {MIN_ROWS[task]} of the complete "
+                            f"file: a cut download; fetch it again with dvc repro -f download@{task}")
     values.index = times
     if resample:
         hourly = values.resample(resample).mean()
@@ -45,19 +62,33 @@ def read_series(path: Path, task: str) -> tuple[np.ndarray, np.ndarray]:
             print(f"{path}: interpolated {gaps} empty {resample} steps")
             hourly = hourly.interpolate("time")
         values = hourly
+    odd = out_of_line(values.to_numpy(), OUT_OF_LINE[task])
+    if odd is not None:
+        raise PipelineError(f"{path}: the value at {values.index[odd]} ({values.iloc[odd]:g}) is out of line with its "
+                            f"neighbours: a damaged file? (fetch it again with dvc repro -f download@{task})")
     # times in ISO 8601, whatever the source's format: vega (dvc plots) and pandas read it; hourly series keep the hour
     iso = "%Y-%m-%dT%H:%M" if resample else "%Y-%m"
     return values.index.strftime(iso).to_numpy(dtype=str), values.to_numpy()
 
 
+def out_of_line(values: np.ndarray, limit: float, k: int = 3) -> int | None:
+    """The index of the first value farther than `limit` median steps (the median of |x[t+1] - x[t]|) from the
+    median of its k neighbours on each side, or None."""
+    step = np.median(np.abs(np.diff(values)))
+    if len(values) < 2 * k + 1 or step == 0:
+        return None
+    padded = np.pad(values.astype(np.float64), k, constant_values=np.nan)  # the ends compare with one side only
+    neighbours = np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1)
+    around = np.nanmedian(np.delete(neighbours, k, axis=1), axis=1)
+    far = np.flatnonzero(np.abs(values - around) > limit * step)
+    return int(far[0]) if len(far) else None
+
+
 def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
     """Transform (log, differences), split, scale (training statistics only) and window one series; returns
     (arrays, meta). The models see windows of the transformed series; `invert` turns their forecasts back."""
-    train_end, val_end = chronological_split(len(values), cfg.val_ratio, cfg.test_ratio)
+    train_end, val_end = split_fits(len(values), cfg, task)
     lost = sum(cfg.differences)  # the first steps have no differenced value
-    if train_end < cfg.seq_length + cfg.horizon + lost + 1:
-        raise PipelineError(f"params.yaml: {task}.preprocess.seq_length={cfg.seq_length} is too long: the training "
-                            f"part has only {train_end} steps (needs seq_length + horizon + sum(differences) + 1)")
     if cfg.log and values.min() <= 0:
         raise PipelineError(f"params.yaml: {task}.preprocess.log is true but the series has values <= 0")
     transformed = transform(values, cfg.log, cfg.differences)
@@ -72,6 +103,16 @@ def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
             "differences": list(cfg.differences), "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta
+
+
+def split_fits(n: int, cfg, task: str) -> tuple[int, int]:
+    """The chronological split of n steps, (train_end, val_end), if the training part holds at least one window
+    of the task's settings; else the one-line error naming the param."""
+    train_end, val_end = chronological_split(n, cfg.val_ratio, cfg.test_ratio)
+    if train_end < cfg.seq_length + cfg.horizon + sum(cfg.differences) + 1:
+        raise PipelineError(f"params.yaml: {task}.preprocess.seq_length={cfg.seq_length} is too long: the training "
+                            f"part has only {train_end} steps (needs seq_length + horizon + sum(differences) + 1)")
+    return train_end, val_end
 
 
 def transform(values: np.ndarray, log: bool, differences) -> np.ndarray:

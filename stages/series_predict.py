@@ -36,8 +36,12 @@ def serve(model, history, spec: dict) -> np.ndarray:
 
     history = np.asarray(history, dtype=np.float64)
     span, horizon = spec["seq_length"] + sum(spec["differences"]), spec["horizon"]
-    if history.ndim != 2 or history.shape[1] < span or not np.isfinite(history).all():
-        raise ValueError(f"expected finite rows of at least {span} values ({spec['unit']}), got shape {history.shape}")
+    if history.ndim != 2 or history.shape[1] < span:
+        raise ValueError(f"expected rows of at least {span} values ({spec['unit']}), got shape {history.shape}")
+    if not np.isfinite(history).all():
+        row, column = np.argwhere(~np.isfinite(history))[0]
+        raise ValueError(f"expected finite values ({spec['unit']}), got {history[row, column]} in row {row} at "
+                         f"position {column}")
     # each row, then `horizon` placeholders for the steps to forecast: invert's z_t - d_t cancels them out
     rows = np.concatenate([history[:, -span:], np.repeat(history[:, -1:], horizon, axis=1)], axis=1)
     target = np.array([span + horizon - 1])

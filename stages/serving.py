@@ -10,11 +10,7 @@ the pipeline uses (scaler, log and differences for series, training mean and std
 text); `spec` holds the settings from the task's meta.json, so the logged model needs no file of the DVC pipeline.
 Train builds one per model and hands it to stages/tracking.py, which logs it with the checkpoint.
 """
-import warnings
-
-with warnings.catch_warnings():  # MLflow asks for type hints on predict; the logged signature does that job
-    warnings.filterwarnings("ignore", "Add type hints to the `predict` method")
-    import mlflow.pyfunc
+import mlflow.pyfunc
 
 from stages import kinds
 
@@ -33,4 +29,9 @@ class ServedModel(mlflow.pyfunc.PythonModel):
         return kinds.code(self.kind, "predict").serve(model, inputs, self.spec)
 
     def predict(self, context, model_input, params=None):
-        return self.serve(self.model, model_input)
+        try:
+            return self.serve(self.model, model_input)
+        except ValueError as err:  # a request serve() refuses: MLflow's own error puts the reason first (HTTP 400)
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(str(err)) from None

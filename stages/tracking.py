@@ -69,6 +69,39 @@ def check_store() -> None:
                                     "is made") from None
 
 
+def check_writable(task: str) -> None:
+    """Stop in one line, before any training, when the local store cannot take this task's runs: mlflow.db or its
+    folder read-only (sqlite needs both), or the task's artifact folder (MLflow would fail after training)."""
+    if TEAM_SERVER:
+        return  # the server writes its own store; check_store asked it
+    import sqlite3
+
+    root, db = _store_root(), _store_root() / "mlflow.db"
+    for folder in (root, root / "mlartifacts" / task):
+        writable_folder(folder, "the MLflow store")
+    if db.exists():
+        try:
+            with sqlite3.connect(db, timeout=30) as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                connection.execute(f"PRAGMA user_version = {version}")  # a write, rolled back: sqlite opens a
+                connection.rollback()                                   # read-only file without a word
+        except sqlite3.OperationalError as err:
+            raise PipelineError(f"{db}: cannot write the MLflow store ({err}); make it writable, or set "
+                                "MLFLOW_TRACKING_URI to another store") from None
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Make `folder` if needed and prove it takes a new file; else one line naming it."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise PipelineError(f"{folder}: cannot write {what} there ({err.strerror}); make it writable") from None
+
+
 def _server_message(err) -> str:
     """The message of an MLflow server's error answer, on one line and short (a database error can be pages)."""
     import json
@@ -151,7 +184,7 @@ def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: st
     mlflow = _mlflow()
     _use_experiment(mlflow, task)
     name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
-    _close_abandoned_runs(mlflow, task, stage)
+    close_abandoned_runs()
     tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model,
             "host": socket.gethostname(), "pid": str(os.getpid())}
     if parent_run_id:
@@ -165,18 +198,18 @@ def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: st
             _flush_epochs()  # the curves so far, even when training failed: they show where it went wrong
 
 
-def _close_abandoned_runs(mlflow, task: str, stage: str) -> None:
-    """Mark KILLED the RUNNING runs of this stage whose process on this machine is gone (killed by a signal or
-    the OOM killer, it could not end its run), so the UI shows no phantom runs."""
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(task)
-    running = client.search_runs([experiment.experiment_id],
-                                 f"tags.dvc_stage = '{stage}' and attributes.status = 'RUNNING'")
+def close_abandoned_runs() -> None:
+    """Mark KILLED the RUNNING runs, of any stage and task, whose process on this machine is gone (killed by a
+    signal or the OOM killer, it could not end its run), so the UI shows no phantom runs."""
+    client = _mlflow().MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, "attributes.status = 'RUNNING'") if experiments else []
     for run in running:
         tags = run.data.tags
         if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit() and not _alive(int(tags["pid"])):
             client.set_terminated(run.info.run_id, status="KILLED")
-            print(f"MLflow run {run.info.run_id} of {stage} was left RUNNING by a process that is gone: marked KILLED")
+            print(f"MLflow run {run.info.run_id} ({tags.get('dvc_stage')}) was left RUNNING by a process that is gone: "
+                  "marked KILLED")
 
 
 def _alive(pid: int) -> bool:

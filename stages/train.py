@@ -12,7 +12,7 @@ from dataclasses import asdict
 from stages import kinds, paths, tracking
 from stages.config import SeriesTrain, load_params
 from stages.errors import PipelineError, run_stage
-from stages.files import load_arrays, read_json
+from stages.files import load_arrays, read_json, remove_others
 from stages.inference import pick_device
 from stages.models import build_model, model_config
 from stages.serving import ServedModel
@@ -49,11 +49,14 @@ def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
     tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_writable(task)
     task_cfg = params.task(task)
     if task not in params.runs:
         raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
                             (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
     names = params.trained_models(task)
+    for folder in (paths.checkpoints(task), paths.histories(task)):
+        tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
     seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeriesTrain) else 1
     device = pick_device(params.device)
@@ -72,6 +75,8 @@ def main(argv: list[str]) -> None:
             save_trained(task, name, name, config, best, history, extra)
             tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    remove_others(paths.checkpoints(task), {paths.checkpoint(task, n).name for n in names} | {".gitignore"})
+    remove_others(paths.histories(task), {paths.history(task, n).name for n in names})
 
 
 if __name__ == "__main__":

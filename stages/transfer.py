@@ -79,6 +79,9 @@ def main(argv: list[str]) -> None:
         raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
     params = load_params()
     tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_writable("transfer")
+    for folder in (paths.checkpoints("transfer"), paths.histories("transfer")):
+        tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
     device, generator = pick_device(params.device), seed_everything(params.seed)
     data, meta = load_arrays(paths.prepared_data("transfer")), read_json(paths.prepared_meta("transfer"))

@@ -105,3 +105,42 @@ def test_params_yaml_is_kept_in_the_form_dvc_writes_back(tmp_path):
         params["passengers"]["train"]["lr"] = 0.005
     changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
     assert len(changed) == 1 and "lr: 0.005" in changed[0][1]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("digits.train.augment.rotation", -5, r"digits\.train\.augment\.rotation must be in \[0, 180\]"),
+    ("text.preprocess.max_vocab", -1, r"text\.preprocess\.max_vocab must be >= 0"),
+    ("seed", -1, r"seed must be in \[0, 2\*\*32 - 3\]"),
+])
+def test_a_value_that_would_be_reinterpreted_is_refused(tmp_path, raw, key, value, message):
+    """Values that once acted as something else (a negative rotation as a positive one, a negative vocabulary
+    cap as none, a negative seed as a traceback in NumPy)."""
+    *parents, leaf = key.split(".")
+    node = raw
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = value
+    with pytest.raises(PipelineError, match=message):
+        load(tmp_path, raw)
+
+
+def test_a_float_written_1e_3_is_the_number_meant(tmp_path, raw):
+    raw["passengers"]["train"]["lr"] = "1e-3"  # what PyYAML (YAML 1.1) hands over for `lr: 1e-3`
+    assert load(tmp_path, raw).passengers.train.lr == 0.001
+    raw["passengers"]["train"]["lr"] = "fast"
+    with pytest.raises(PipelineError, match=r"passengers\.train\.lr must be float, got 'fast'"):
+        load(tmp_path, raw)
+
+
+def test_a_duplicate_key_is_an_error_naming_its_line(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("    lr: 0.01 ", "    lr: 0.01\n    lr: 0.02 ", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    line = text.splitlines().index("    lr: 0.02 " + text.split("    lr: 0.02 ", 1)[1].splitlines()[0]) + 1
+    with pytest.raises(PipelineError, match=rf"not valid YAML \(duplicate key 'lr', line {line}\)"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_an_empty_params_file_says_so(tmp_path):
+    (tmp_path / "params.yaml").write_text("")
+    with pytest.raises(PipelineError, match=r"params\.yaml: the file is empty"):
+        load_params(tmp_path / "params.yaml")

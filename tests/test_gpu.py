@@ -8,10 +8,17 @@ import functools
 import pytest
 import torch
 
-from stages.images_train import augment, elastic_field
 from stages.config import Train
+from stages.images_train import augment, elastic_field
 from stages.models import build_model
-from stages.training import CudaEpochs, _prepare, fit, loss_for, make_optimizer, seed_everything
+from stages.training import (
+    CudaEpochs,
+    _prepare,
+    fit,
+    loss_for,
+    make_optimizer,
+    seed_everything,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")

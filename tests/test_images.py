@@ -5,8 +5,9 @@ import torch
 from PIL import Image
 
 from stages import download, images, images_predict
-from stages.images_train import augment as augment_batch, elastic_field
 from stages.errors import PipelineError
+from stages.images_train import augment as augment_batch
+from stages.images_train import elastic_field
 
 
 def test_idx_round_trip_and_corrupt_file(tmp_path):

@@ -123,6 +123,8 @@ def test_a_stage_runs_only_its_own_kinds_code(stages):
     params = load_params()
     for address, stage in stages.items():
         kind = stage_kind(address, params)
+        if kind is None:  # check: it judges every task's params (a series' windows against its length)
+            continue
         others = {file_kind(d.def_path) for d in stage.deps} - {None, kind}
         assert not others, f"{address} ({kind}) declares code of {others}"
 

@@ -1,10 +1,12 @@
 """Bad input and broken surroundings end in one line that names the file or param, fast, and leave nothing
 behind: a task-first slip in params.yaml, an unreachable tracking server, a corrupt store, a killed run."""
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -59,13 +61,16 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monke
     experiment = client.get_experiment_by_name("passengers")
     abandoned = client.create_run(experiment.experiment_id, tags={
         "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
-    other = client.create_run(experiment.experiment_id, tags={  # another stage's run, and a live process: kept
-        "dvc_stage": "evaluate@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
+    other = client.create_run(experiment.experiment_id, tags={  # another stage's, of a gone process: closed too
+        "dvc_stage": "scratch", "host": socket.gethostname(), "pid": str(dead.pid)})
+    alive = client.create_run(experiment.experiment_id, tags={  # a process still running: kept
+        "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(os.getpid())})
     with tracking.start_run("passengers", "lstm", "train@passengers", {}):
         pass
     mlflow.set_tracking_uri(None)
     assert client.get_run(abandoned.info.run_id).info.status == "KILLED"
-    assert client.get_run(other.info.run_id).info.status == "RUNNING"
+    assert client.get_run(other.info.run_id).info.status == "KILLED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
 def test_a_header_only_series_csv_names_the_file(tmp_path):
@@ -128,3 +133,43 @@ def test_content_digest_of_gzip_files_ignores_how_they_were_compressed(tmp_path)
     assert content_sha256(tmp_path / "a") == content_sha256(tmp_path / "b")
     (tmp_path / "b" / "x.gz").write_bytes(gzip.compress(b"digits" * 99))
     assert content_sha256(tmp_path / "a") != content_sha256(tmp_path / "b")
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` unwritable even for root (CI runs as root): the immutable flag where the filesystem has it, else
+    the mode bits (enough for other users)."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip(f"chattr +i does not work on {path}'s filesystem")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+
+
+@pytest.mark.parametrize("target", ["mlflow.db", "mlartifacts/passengers", "."])
+def test_an_unwritable_store_stops_the_stage_before_training(tmp_path, monkeypatch, target):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
+        pass  # makes mlflow.db and the experiment
+    mlflow.set_tracking_uri(None)
+    (tmp_path / "mlartifacts" / "passengers").mkdir(parents=True, exist_ok=True)
+    tracking.check_writable("passengers")  # writable: passes
+    with read_only(tmp_path / target), pytest.raises(PipelineError, match=r"cannot write the MLflow store"):
+        tracking.check_writable("passengers")
+
+
+def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
+    folder = tmp_path / "models" / "passengers"
+    folder.mkdir(parents=True)
+    with read_only(folder), pytest.raises(PipelineError, match=rf"{folder}: cannot write checkpoints"):
+        tracking.writable_folder(folder, "checkpoints and histories")

@@ -89,8 +89,8 @@ def test_a_series_out_of_order_or_infinite_is_refused_naming_the_file(tmp_path, 
     path.write_text("Month,Passengers\n" + rows)
     with pytest.raises(PipelineError, match=f"passengers.csv: .*{message}"):
         series.read_series(path, "passengers")
-    path.write_text("Month,Passengers\n1949-01,112\n1949-02,118\n")
-    assert series.read_series(path, "passengers")[1].tolist() == [112.0, 118.0]
+    passengers_csv(path, airline_like())
+    assert series.read_series(path, "passengers")[1].tolist() == airline_like().astype(float).tolist()
 
 
 def seasonal_series(n: int = 96, seed: int = 0) -> np.ndarray:
@@ -164,3 +164,41 @@ def test_classical_baselines_beat_naive_on_a_seasonal_series():
     assert len(columns["sarima"]) == len(arrays["index_test"])
     for name in ("sarima", "ets", "linear_ar"):
         assert metrics[name]["rmse"] < metrics["naive"]["rmse"], name
+
+
+def passengers_csv(path, values, final_newline=True):
+    months = [f"{1949 + i // 12}-{i % 12 + 1:02d}" for i in range(len(values))]
+    text = "Month,Passengers\n" + "\n".join(f"{m},{v}" for m, v in zip(months, values))
+    path.write_text(text + ("\n" if final_newline else ""))
+    return path
+
+
+def airline_like(n=144):
+    t = np.arange(n)
+    return np.round((100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))).astype(int)
+
+
+def test_a_complete_series_file_reads(tmp_path):
+    times, values = series.read_series(passengers_csv(tmp_path / "p.csv", airline_like()), "passengers")
+    assert len(values) == 144 and times[0] == "1949-01"
+
+
+def test_a_download_cut_mid_row_is_refused(tmp_path):
+    """The file ends `1960-12,43` where the full value is 432: no final newline gives it away."""
+    path = passengers_csv(tmp_path / "p.csv", airline_like()[:-1].tolist() + [43], final_newline=False)
+    with pytest.raises(PipelineError, match=r"ends mid-row \(no final newline\): a cut download"):
+        series.read_series(path, "passengers")
+
+
+def test_a_download_with_too_few_rows_is_refused(tmp_path):
+    path = passengers_csv(tmp_path / "p.csv", airline_like()[:100])
+    with pytest.raises(PipelineError, match=r"100 data rows, fewer than the 144 of the complete file"):
+        series.read_series(path, "passengers")
+
+
+def test_a_value_out_of_line_with_its_neighbours_is_refused(tmp_path):
+    values = airline_like()
+    values[75] = values[75] // 100  # a number cut short: 2 for 2xx
+    path = passengers_csv(tmp_path / "p.csv", values)
+    with pytest.raises(PipelineError, match=r"the value at 1955-04-01 00:00:00 \(\d\) is out of line with its neighbours"):
+        series.read_series(path, "passengers")

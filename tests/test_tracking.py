@@ -8,7 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import images, images_train, series, series_predict, series_train, text_predict, text_train, tracking
+from stages import (
+    images,
+    images_train,
+    series,
+    series_predict,
+    series_train,
+    text_predict,
+    text_train,
+    tracking,
+)
 from stages.config import SeriesPreprocess
 from stages.files import content_sha256, save_checkpoint
 from stages.models import build_model
@@ -110,8 +119,12 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
     history = np.stack([values[t - span : t] for t in arrays["index_test"]])  # horizon 1: up to the step before
     assert np.allclose(served.predict(history), pipeline, rtol=1e-6)
     assert 50 < pipeline.min() and pipeline.max() < 1000  # real units, not scaled differences
-    with pytest.raises(Exception, match="at least 17 values"):
+    with pytest.raises(mlflow.exceptions.MlflowException, match="^expected rows of at least 17 values") as refused:
         served.predict(history[:, -10:])
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"  # what `mlflow models serve` answers with 400
+    history[1, 3] = np.nan
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"^expected finite values .*got nan in row 1 at position 3"):
+        served.predict(history)
 
 
 def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_probabilities(store):

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from stages.config import Train
-from stages.models import build_model
 from stages.errors import PipelineError
 from stages.inference import pick_device, predict, uses_bf16
+from stages.models import build_model
 from stages.training import fit, seed_everything
 
 CPU = torch.device("cpu")
