@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ["check", "download", "preprocess", "baseline", "train", "transfer", "evaluate", "generate", "plot"]
+STAGES = ["check", "download", "preprocess", "baseline", "train", "transfer", "evaluate", "generate", "plot", "log"]
 HEAVY = ["torch", "matplotlib.pyplot", "mlflow", "sklearn", "statsmodels", "pandas"]
 PROBE = ("import sys, time; t = time.perf_counter(); import stages.{0}; "
          "print(time.perf_counter() - t, ','.join(m for m in {1} if m in sys.modules))")

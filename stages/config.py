@@ -232,7 +232,7 @@ class Finetune(Train):
 
 @dataclass(frozen=True)
 class TransferModel:
-    backbone: str  # "cnn": the digits CNN of train@digits-cnn; "vgg16" / "resnet18": torchvision ImageNet weights
+    backbone: str  # "cnn": the digits CNN that train@digits trains; "vgg16" / "resnet18": torchvision ImageNet weights
     input_size: int  # vgg16/resnet18: pixels per side the backbone sees (batches are upsampled to it)
     hidden_size: int  # vgg16/resnet18: units of the new head's hidden layer
     dropout: float  # vgg16/resnet18: dropout in the new head

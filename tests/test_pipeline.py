@@ -236,8 +236,9 @@ def test_an_edit_reruns_only_the_stages_that_run_the_edited_code(repo):
         stages = list(dvc.index.stages)
     kind = {}  # stage -> the kind of its task; transfer's phases are images stages
     for s in stages:
-        group, _, task = s.addressing.partition("@")
-        kind[s.addressing] = "images" if group in ("scratch", "extract", "finetune") else params["tasks"].get(task)
+        name = s.addressing.rsplit(":", 1)[-1]  # `<path to dvc.yaml>:<stage>` when run from another directory
+        group, _, task = name.partition("@")
+        kind[name] = "images" if group in ("scratch", "extract", "finetune") else params["tasks"].get(task)
     stage_modules = {re.match(r"python -m stages\.(\w+)", s.cmd).group(1) for s in stages}
     plumbing = {"__init__", "config", "errors", "files", "tracking", "serving", "paths", "kinds"}
     shared = sorted({p.stem for p in (repo / "stages").glob("*.py")} - stage_modules - plumbing)
