@@ -28,7 +28,7 @@ def spread(per_seed: list[dict]) -> dict:
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     task_cfg, device = params.task(task), pick_device(params.device)
     kind = kinds.of(task_cfg)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))

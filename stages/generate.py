@@ -26,7 +26,7 @@ def continuations(model, prompt: str, vocab: list[str], cfg, max_len: int, seed:
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
     if not isinstance(task_cfg, TextTask):
         raise PipelineError(f"generate continues text; {task} is a {task_cfg.kind} task")

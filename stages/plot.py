@@ -40,7 +40,7 @@ def summary(results: figures.Results, headline: str, lower_is_better: bool) -> d
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
     models = params.trained_models(task)
     meta, data = read_json(paths.prepared_meta(task)), load_arrays(paths.prepared_data(task))

@@ -27,7 +27,7 @@ def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augme
 def main(argv: list[str]) -> None:
     task, name = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     task_cfg = params.task(task)
     if name not in task_cfg.models:
         raise PipelineError(f"unknown model {name!r} for task {task} (known: {', '.join(task_cfg.models)})")

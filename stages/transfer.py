@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     if phase not in ("scratch", "extract", "finetune"):
         raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store("transfer")  # before any work: a store that cannot be used stops the stage in one line
     task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
     device, generator = pick_device(params.device), seed_everything(params.seed)
     data, meta = load_arrays(paths.prepared_data("transfer")), read_json(paths.prepared_meta("transfer"))
