@@ -17,7 +17,7 @@ from stages.files import read_json, write_json
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     tracking.check_writable(task)
     tracking.close_abandoned_runs()
     artifacts = {"figures": sorted(paths.figures(task).glob("*.png")) + [paths.report(task)],

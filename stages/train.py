@@ -48,7 +48,7 @@ def train_seeds(task_cfg, name: str, config: dict, train: tuple, val: tuple, aug
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     tracking.check_writable(task)
     task_cfg = params.task(task)
     if task not in params.runs:

@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
     if phase not in ("scratch", "extract", "finetune"):
         raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
     params = load_params()
-    tracking.check_store()  # before any work: a store that cannot be used stops the stage in one line
+    tracking.check_store("transfer")  # before any work: a store that cannot be used stops the stage in one line
     tracking.check_writable("transfer")
     for folder in (paths.checkpoints("transfer"), paths.histories("transfer")):
         tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
