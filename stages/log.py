@@ -2,16 +2,18 @@
 (and validation) metrics, the figures, the report and generated text.
 
 The run is found by its checkpoint's hash and not reopened, so its duration stays the training time. The stage's
-one output, logs/<task>.json (the run ids it wrote to), lives in the DVC cache, not in git: in a fresh clone it
-is missing, so `dvc repro` runs this stage even where evaluate and plot are skipped because their outputs in git
-match, and the clone's MLflow store gets the same metrics and figures as the workspace that made the commit.
-Logging twice is harmless: a metric gets the same value again, an artifact the same file.
+one output, logs/<task>.json (what it added: each model's checkpoint hash and metrics, each file's hash), lives in
+the DVC cache, not in git: in a fresh clone it is missing, so `dvc repro` runs this stage even where evaluate
+and plot are skipped because their outputs in git match, and the clone's MLflow store gets the same metrics and
+figures as the workspace that made the commit. The file names no run or store, so the clone writes the same
+bytes and dvc.lock stays as committed. Logging twice is harmless: a metric gets the same value again, an
+artifact the same file.
 Usage: python -m stages.log <task>
 """
 from stages import paths, tracking
 from stages.config import load_params
 from stages.errors import run_stage
-from stages.files import read_json, write_json
+from stages.files import content_sha256, read_json, write_json
 
 
 def main(argv: list[str]) -> None:
@@ -22,21 +24,22 @@ def main(argv: list[str]) -> None:
     tracking.close_abandoned_runs()
     artifacts = {"figures": sorted(paths.figures(task).glob("*.png")) + [paths.report(task)],
                  "samples": [paths.samples(task)] if paths.samples(task).exists() else []}
-    logged = {}
+    logged, found = {}, 0
     for name in params.trained_models(task):
         metrics = read_json(paths.model_metrics(task, name))  # read first: a missing file stops before any logging
         run_id = tracking.training_run(task, paths.checkpoint(task, name))
-        logged[name] = run_id
+        logged[name] = {"checkpoint_sha256": content_sha256(paths.checkpoint(task, name)), "metrics": metrics}
         if run_id is None:
             continue
+        found += 1
         # forecasters also report the validation split, under val_; the spread over seeds under test_seeds_
         tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, "test_")
         tracking.add_to_run(run_id, metrics.get("seeds", {}), "test_seeds_")
         tracking.add_to_run(run_id, metrics.get("validation", {}), "val_")
         for folder, files in artifacts.items():
             tracking.add_to_run(run_id, artifacts=files, folder=folder)
-    write_json(paths.logged(task), {"tracking_uri": tracking.tracking_uri(), "runs": logged})
-    found = sum(r is not None for r in logged.values())
+    files = {str(path): content_sha256(path) for paths_ in artifacts.values() for path in paths_}
+    write_json(paths.logged(task), {"models": logged, "files": files})
     print(f"{task}: test metrics, {len(artifacts['figures'])} figures and report added to {found} of {len(logged)} "
           f"MLflow runs in {tracking.tracking_uri()}")
 

@@ -88,6 +88,7 @@ def summary(task: str) -> Path:
 
 
 def logged(task: str) -> Path:
-    """What the log stage added to MLflow for a task (run ids, store): kept in the DVC cache, not in git, so a fresh
-    clone's `dvc repro` runs the log stage and its MLflow store gets every test metric and figure."""
+    """What the log stage added to a task's MLflow runs (checkpoint hashes, metrics, file hashes): kept in the DVC
+    cache, not in git, so a fresh clone's `dvc repro` runs the log stage and its MLflow store gets every test
+    metric and figure."""
     return Path("logs") / f"{task}.json"

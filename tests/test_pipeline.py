@@ -158,7 +158,7 @@ def test_a_forced_rerun_leaves_git_status_clean(repo):
     with augmentation and the logistic baseline) rewrites dvc.lock, metrics and plots identically. (The whole
     default pipeline was checked the same way once, by hand: docs/pipeline.md.)"""
     run("git add -A && git -c user.name=t -c user.email=t@t commit -qm outputs", repo)
-    run(["dvc", "repro", "-f", "plot@passengers", "plot@digits"], repo)
+    run(["dvc", "repro", "-f", "log@passengers", "log@digits"], repo)
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
