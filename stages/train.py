@@ -15,7 +15,6 @@ from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, remove_others
 from stages.inference import pick_device
 from stages.models import build_model, model_config
-from stages.serving import ServedModel
 from stages.training import fit, save_trained, seed_everything
 
 
@@ -70,6 +69,10 @@ def main(argv: list[str]) -> None:
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
+        # imported here, after the checks: defining the served class makes MLflow print a warning, which would
+        # follow a refusal's one line
+        from stages.serving import ServedModel
+
         with tracking.start_run(task, name, f"train@{task}", logged):
             model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
             save_trained(task, name, name, config, best, history, extra)

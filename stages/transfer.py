@@ -21,7 +21,6 @@ from stages.errors import PipelineError, one_line, run_stage
 from stages.files import load_arrays, load_checkpoint, read_json
 from stages.inference import pick_device
 from stages.models import IMAGENET_BACKBONES, build_model, imagenet_blocks, model_config
-from stages.serving import ServedModel
 from stages.training import fit, save_trained, seed_everything
 
 PRETRAINED = paths.checkpoint("digits", "cnn")  # the digits CNN of train@digits: the offline backbone
@@ -100,6 +99,10 @@ def main(argv: list[str]) -> None:
         best, history = fit(model, train, val, cfg, generator, parameters=trainable, log_epoch=tracking.log_epoch)
         save_trained("transfer", phase, backbone, config, best, history)
         spec, example = images_train.serving(data, meta, task_cfg)
+        from stages.serving import (
+            ServedModel,  # here: defining it makes MLflow print a warning (see train.py)
+        )
+
         tracking.log_training(model, best, ServedModel("images", spec), example, paths.checkpoint("transfer", phase))
 
 

@@ -640,7 +640,7 @@ def test_postgres_down_fails_the_stage_in_one_line_and_logs_nothing(team, postgr
     postgres.stop()
     try:
         started = time.perf_counter()
-        done = run([sys.executable, "-m", "stages.train", "passengers", "lstm"], team.repo, team.stage_env,
+        done = run([sys.executable, "-m", "stages.train", "passengers"], team.repo, team.stage_env,
                    check=False, timeout=300)
         seconds = time.perf_counter() - started
     finally:
@@ -656,7 +656,7 @@ def test_postgres_down_fails_the_stage_in_one_line_and_logs_nothing(team, postgr
 def test_an_unreachable_tracking_server_fails_the_stage_in_seconds(team):
     team.server.stop()
     started = time.perf_counter()
-    done = run([sys.executable, "-m", "stages.train", "passengers", "lstm"], team.repo, team.stage_env,
+    done = run([sys.executable, "-m", "stages.train", "passengers"], team.repo, team.stage_env,
                check=False, timeout=300)
     seconds = time.perf_counter() - started
     line = one_line_error(done)
