@@ -301,7 +301,7 @@ class LanguageModel:
 class Generate:
     prompts: tuple[str, ...]  # seed phrases to continue
     n_words: int
-    temperature: float  # 0 = greedy; sampled continuations use this temperature
+    temperature: float  # > 0: the sampled continuation's temperature (the greedy one is always written too)
 
     def __post_init__(self):
         _require(self.n_words >= 1, f"n_words must be >= 1, got {self.n_words}")

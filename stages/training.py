@@ -125,7 +125,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, cfg, generator: torch.Genera
                 warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))  # scheduler watches
                 scheduler.step()
         if not np.isfinite(train_loss):
-            raise PipelineError(f"training diverged at epoch {epoch} (loss {train_loss}): lower train.lr")
+            raise PipelineError(f"training diverged at epoch {epoch} (loss {train_loss}): lower <task>.train.lr "
+                                "in params.yaml")
         val_loss, val_accuracy = evaluate(model, loss_fn, *val, eval_batch)
         stats = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
         if val_accuracy is not None:
