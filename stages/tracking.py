@@ -34,7 +34,8 @@ def tracking_uri() -> str:
 
 def check_store(task: str | None = None) -> None:
     """Stop in one line, before a stage does any work, when the store cannot be used: MLflow itself retries an
-    unreachable server for about four minutes and then raises a traceback. On a server that asks for a login
+    unreachable server for about four minutes and then raises a traceback. With `task`, the local store must also
+    take that task's runs (mlflow.db, its folder, mlartifacts/<task> writable). On a server that asks for a login
     (docs/team.md), a missing or refused login stops here too, and with `task` so does a login that may not log
     runs to the task's experiment: MLflow would raise an HTTP 401/403 traceback only when the run starts."""
     uri = tracking_uri()
@@ -65,37 +66,33 @@ def check_store(task: str | None = None) -> None:
         if task:
             _check_can_log(uri, task, login)
     elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
-        if path.exists() and path.stat().st_size > 0:
-            import sqlite3
-
-            try:
-                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-                    db.execute("PRAGMA schema_version").fetchone()
-            except sqlite3.DatabaseError as err:
-                raise PipelineError(f"{path}: not a usable MLflow store ({err}); move it aside and a new one "
-                                    "is made") from None
+        _check_local_store(Path(uri[len("sqlite:///"):]), task)
 
 
-def check_writable(task: str) -> None:
-    """Stop in one line, before any training, when the local store cannot take this task's runs: mlflow.db or its
-    folder read-only (sqlite needs both), or the task's artifact folder (MLflow would fail after training)."""
-    if TEAM_SERVER:
-        return  # the server writes its own store; check_store asked it
+def _check_local_store(path: Path, task: str | None) -> None:
+    """mlflow.db must be a database and, for a stage that logs a task's runs, writable with its folder (sqlite
+    needs both) and the task's artifact folder: MLflow would otherwise fail after training."""
     import sqlite3
 
-    root, db = _store_root(), _store_root() / "mlflow.db"
-    for folder in (root, root / "mlartifacts" / task):
-        writable_folder(folder, "the MLflow store")
-    if db.exists():
+    if task:
+        for folder in (path.parent, path.parent / "mlartifacts" / task):
+            writable_folder(folder, "the MLflow store")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise PipelineError(f"{path}: not a usable MLflow store ({err}); move it aside and a new one is made") from None
+    if task:
         try:
-            with sqlite3.connect(db, timeout=30) as connection:
-                connection.execute("BEGIN IMMEDIATE")
-                version = connection.execute("PRAGMA user_version").fetchone()[0]
-                connection.execute(f"PRAGMA user_version = {version}")  # a write, rolled back: sqlite opens a
-                connection.rollback()                                   # read-only file without a word
+            with sqlite3.connect(path, timeout=30) as db:
+                db.execute("BEGIN IMMEDIATE")
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                db.execute(f"PRAGMA user_version = {version}")  # a write, rolled back: sqlite opens a read-only
+                db.rollback()                                   # file without a word
         except sqlite3.OperationalError as err:
-            raise PipelineError(f"{db}: cannot write the MLflow store ({err}); make it writable, or set "
+            raise PipelineError(f"{path}: cannot write the MLflow store ({err}); make it writable, or set "
                                 "MLFLOW_TRACKING_URI to another store") from None
 
 

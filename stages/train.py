@@ -47,13 +47,12 @@ def train_seeds(task_cfg, name: str, config: dict, train: tuple, val: tuple, aug
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
-    tracking.check_writable(task)
     task_cfg = params.task(task)
     if task not in params.runs:
         raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
                             (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
     names = params.trained_models(task)
+    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     for folder in (paths.checkpoints(task), paths.histories(task)):
         tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
@@ -66,13 +65,13 @@ def main(argv: list[str]) -> None:
     print(f"train@{task}: {', '.join(names)} on {len(train[0])} train / {len(val[0])} val examples on {device}, "
           f"{seeds} seed(s) each")
 
+    # imported here, after the checks: defining the served class makes MLflow print a warning, which would follow a
+    # refusal's one line
+    from stages.serving import ServedModel
+
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
-        # imported here, after the checks: defining the served class makes MLflow print a warning, which would
-        # follow a refusal's one line
-        from stages.serving import ServedModel
-
         with tracking.start_run(task, name, f"train@{task}", logged):
             model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
             save_trained(task, name, name, config, best, history, extra)

@@ -78,7 +78,6 @@ def main(argv: list[str]) -> None:
         raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
     params = load_params()
     tracking.check_store("transfer")  # before any work: a store that cannot be used stops the stage in one line
-    tracking.check_writable("transfer")
     for folder in (paths.checkpoints("transfer"), paths.histories("transfer")):
         tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
@@ -99,9 +98,8 @@ def main(argv: list[str]) -> None:
         best, history = fit(model, train, val, cfg, generator, parameters=trainable, log_epoch=tracking.log_epoch)
         save_trained("transfer", phase, backbone, config, best, history)
         spec, example = images_train.serving(data, meta, task_cfg)
-        from stages.serving import (
-            ServedModel,  # here: defining it makes MLflow print a warning (see train.py)
-        )
+        # imported here, after the checks: defining the served class makes MLflow print a warning
+        from stages.serving import ServedModel
 
         tracking.log_training(model, best, ServedModel("images", spec), example, paths.checkpoint("transfer", phase))
 

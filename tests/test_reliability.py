@@ -163,9 +163,9 @@ def test_an_unwritable_store_stops_the_stage_before_training(tmp_path, monkeypat
         pass  # makes mlflow.db and the experiment
     mlflow.set_tracking_uri(None)
     (tmp_path / "mlartifacts" / "passengers").mkdir(parents=True, exist_ok=True)
-    tracking.check_writable("passengers")  # writable: passes
+    tracking.check_store("passengers")  # writable: passes
     with read_only(tmp_path / target), pytest.raises(PipelineError, match=r"cannot write the MLflow store"):
-        tracking.check_writable("passengers")
+        tracking.check_store("passengers")
 
 
 def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
