@@ -5,7 +5,7 @@ data/raw/digits when present; `--size 60000` tiles them to MNIST's size), same d
 reference is the original `fit()` pattern: a torchvision-style Dataset turning each uint8 image into a PIL
 image, then ToTensor + Normalize per sample, a shuffling DataLoader (batch 64, `--workers` workers), and
 `.item()` after every step. Ours keeps the normalised data set as one tensor on the device: on CUDA the
-captured, sync-free step of stages/training.py (CudaEpochs), on CPU the eager loop (train_epoch). Ours runs
+captured, sync-free step of stages/cuda_graph.py, on CPU the eager loop of stages/epochs.py. Ours runs
 at every `--batch-sizes` entry (the default recipe's 32, and on CUDA a GPU recipe), with and without the
 digits augmentation of params.yaml; `--eager` adds the CUDA step run without graph capture (first batch size). Warm-up (cuDNN
 autotuning, graph capture) is timed apart and left out of images/s.
@@ -27,7 +27,7 @@ from stages.download import package_file
 from stages.images import read_idx
 from stages.models import build_model
 from stages.inference import pick_device
-from stages.training import CudaEpochs, _prepare, loss_for, make_optimizer, seed_everything, train_epoch
+from stages.training import epoch_runner, loss_for, make_optimizer, seed_everything
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
 GPU_RECIPE_BATCH = 1024  # the GPU recipe's batch size (docs/gpu.md)
@@ -97,32 +97,28 @@ def digits_augmenter():
 
 
 def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -> tuple[float, float, str]:
-    """(seconds per epoch, warm-up seconds, how it ran) of this project's loop."""
+    """(seconds per epoch, warm-up seconds, how it ran) of this project's loop, through the pipeline's own runner."""
     generator = seed_everything(0)
     config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
-    model = build_model("images", "cnn2", config).to(device)
-    _prepare(model, device, x)
     cfg = Train(lr=0.001, batch_size=batch, epochs=epochs, patience=epochs, weight_decay=0.0, lr_schedule="constant")
-    optimizer, loss_fn = make_optimizer(model.parameters(), cfg, device), loss_for(y)
-    started = time.perf_counter()
-    if device.type == "cuda":
-        runner = CudaEpochs(model, x, y, loss_fn, optimizer, batch, 0, augment, capture=capture)
-        warmup, how = runner.warmup_seconds, "graph" if runner.graph is not None else "eager"
-        if capture and runner.graph is None:
-            print(f"  ({runner.describe()})")
-        run = runner.epoch_stats
-    else:
-        tiny = (x[:batch], y[:batch])
-        train_epoch(model, *tiny, loss_fn, optimizer, batch, generator, augment)  # warm-up: oneDNN primitives
-        model = build_model("images", "cnn2", config).to(device)  # and a fresh model for the timed epochs
-        _prepare(model, device, x)
+    loss_fn = loss_for(y)
+
+    def runner(x, y):
+        model = build_model("images", "cnn2", config).to(device)
         optimizer = make_optimizer(model.parameters(), cfg, device)
-        warmup, how = time.perf_counter() - started, "eager"
-        run = lambda: train_epoch(model, x, y, loss_fn, optimizer, batch, generator, augment)  # noqa: E731
+        return epoch_runner(model, x, y, loss_fn, optimizer, batch, generator, augment, capture)
+
+    started = time.perf_counter()
+    if device.type != "cuda":  # CPU warm-up (oneDNN primitives) on one batch; CUDA warms up inside its runner
+        runner(x[:batch], y[:batch]).stats()
+    run = runner(x, y)  # a fresh model for the timed epochs
+    warmup, how = time.perf_counter() - started, "graph" if getattr(run, "graph", None) is not None else "eager"
+    if capture and device.type == "cuda" and how == "eager":
+        print(f"  ({run.describe()})")
     sync(device)
     started = time.perf_counter()
     for _ in range(epochs):
-        loss, _ = run()
+        loss, _ = run.stats()
     sync(device)
     seconds = (time.perf_counter() - started) / epochs
     if not np.isfinite(loss):
