@@ -54,7 +54,7 @@ def main() -> None:
             reached = []  # seconds since fit() began, at each epoch that reached the target
 
             def on_epoch(stats, started=time.perf_counter()):
-                if stats["val_accuracy"] >= args.target_accuracy:
+                if stats["val_accuracy"] >= args.target_accuracy - 1e-6:  # a float32 mean: 394/400 reads 0.98499995
                     reached.append(time.perf_counter() - started)
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):

@@ -11,7 +11,7 @@ digits augmentation of params.yaml; `--eager` adds the CUDA step run without gra
 autotuning, graph capture) is timed apart and left out of images/s.
 
 Usage: python -m bench.train_loop [--device auto|cpu|cuda] [--size N] [--epochs N] [--workers N]
-                                  [--batch-sizes 32 1024] [--eager]
+                                  [--batch-sizes 32 1024] [--eager] [--compile]
 """
 import argparse
 import gzip
@@ -96,7 +96,8 @@ def digits_augmenter():
     return images_train.augmenter(task_cfg, {"mean": [MEAN], "std": [STD]})
 
 
-def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -> tuple[float, float, str, int]:
+def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True,
+         compile_model: bool = False) -> tuple[float, float, str, int]:
     """(seconds per epoch, warm-up seconds, how it ran, images trained per epoch) of this project's loop, through the
     pipeline's own runner. On CUDA the ragged rest of each epoch (fewer than one batch) is not trained, nor counted."""
     generator = seed_everything(0)
@@ -107,6 +108,8 @@ def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -
     def runner(x, y):
         model = build_model("images", "cnn2", config).to(device)
         optimizer = make_optimizer(model.parameters(), cfg, device)
+        if compile_model:  # Inductor fuses the layers' elementwise work; the runner's warm-up triggers the compile
+            model = torch.compile(model)
         return epoch_runner(model, x, y, loss_fn, optimizer, batch, generator, augment, capture)
 
     started = time.perf_counter()
@@ -137,6 +140,8 @@ def main() -> None:
     parser.add_argument("--reference-batch", type=int, default=64, help="the reference loop's batch (the original: 64)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                         help=f"our loop's batch sizes (default: 32, and on CUDA also {GPU_RECIPE_BATCH})")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each batch size with the model compiled by torch.compile (Inductor), captured")
     parser.add_argument("--eager", action="store_true",
                         help="also time the CUDA step without graph capture, at the first batch size")
     args = parser.parse_args()
@@ -169,12 +174,15 @@ def main() -> None:
     x = ((torch.from_numpy(images).float() / 255 - MEAN) / STD)[:, None].to(device)  # (N, 1, 28, 28), once
     y = torch.from_numpy(labels).to(device)
     augment = digits_augmenter()
-    variants = [(b, a, True) for b in batches for a in (False, True)]
+    variants = [(b, a, True, False) for b in batches for a in (False, True)]
     if args.eager and device.type == "cuda":
-        variants += [(batches[0], a, False) for a in (False, True)]
-    for batch, augmented, capture in variants:
-        seconds, warmup, how, used = ours(x, y, device, batch, augment if augmented else None, args.epochs, capture)
-        label = f"ours ({how})"
+        variants += [(batches[0], a, False, False) for a in (False, True)]
+    if args.compile:
+        variants += [(b, a, True, True) for b in batches for a in (False, True)]
+    for batch, augmented, capture, compiled in variants:
+        seconds, warmup, how, used = ours(x, y, device, batch, augment if augmented else None, args.epochs, capture,
+                                          compiled)
+        label = f"ours ({how}{', compiled' if compiled else ''})"
         rows.append((label, batch, "yes" if augmented else "no", seconds, warmup, used))
         print(f"{label}, batch {batch}, augment {'yes' if augmented else 'no'}: {seconds:.3f} s/epoch "
               f"(warm-up {warmup:.2f} s)", flush=True)
