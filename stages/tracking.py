@@ -274,7 +274,7 @@ def _flatten(prefix: str, value) -> dict:
 
 
 def _mlflow():
-    import mlflow  # imported here: it costs ~2.5 s, and only stages that track pay for it
+    import mlflow  # imported here: only stages that track pay for its import (docs/speed.md)
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow
