@@ -153,3 +153,17 @@ def test_the_step_of_every_kind_is_captured(kind, name, config, data):
     assert epochs.graph is not None, epochs.describe()
     loss, _ = epochs.epoch()
     assert torch.isfinite(loss)
+
+
+def test_bf16_autocast_for_image_batches_only():
+    """The shared step's autocast: image logits come out in bf16, forecasts stay float32 (docs/gpu.md says why)."""
+    from stages.inference import autocast
+
+    cnn = build_model("images", "cnn", {"in_channels": 1, "num_classes": 10, "image_size": 28}).to(CUDA)
+    gru = build_model("series", "gru", {"input_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
+                                        "output_size": 1}).to(CUDA)
+    images, windows = torch.zeros(2, 1, 28, 28, device=CUDA), torch.zeros(2, 12, 1, device=CUDA)
+    with autocast(CUDA, images):
+        assert cnn(images).dtype == torch.bfloat16
+    with autocast(CUDA, windows):
+        assert gru(windows).dtype == torch.float32

@@ -134,7 +134,7 @@ def test_every_metrics_file_is_finite(repo):
 def test_forecasters_report_seed_spread_and_validation_beside_classical_baselines(repo):
     lstm = json.loads((repo / "metrics/passengers/models/lstm.json").read_text())
     assert lstm["seeds"]["count"] == 3 and lstm["seeds"]["kept"] in (42, 43, 44)
-    assert lstm["seeds"]["rmse_std"] >= 0 and "rmse" in lstm["validation"]
+    assert lstm["seeds"]["rmse_std"] > 0 and "rmse" in lstm["validation"]  # three seeds that train differently
     baselines = json.loads((repo / "metrics/passengers/baselines.json").read_text())
     assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
     temperature = json.loads((repo / "metrics/temperature/baselines.json").read_text())

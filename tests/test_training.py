@@ -6,7 +6,7 @@ import torch
 
 from stages.config import Train
 from stages.errors import PipelineError
-from stages.inference import pick_device, predict, uses_bf16
+from stages.inference import pick_device, predict
 from stages.models import build_model
 from stages.training import fit, seed_everything
 
@@ -82,11 +82,6 @@ def test_a_validation_loss_that_is_never_finite_is_one_clear_error():
         fit_with_validation((x, torch.full_like(y, float("nan"))))
 
 
-def test_bf16_autocast_only_for_image_batches_on_cuda():
-    cuda = torch.device("cuda")
-    assert uses_bf16(cuda, torch.zeros(2, 1, 8, 8))
-    assert not uses_bf16(cuda, torch.zeros(2, 5, 1))  # forecasts and word logits keep float32
-    assert not uses_bf16(CPU, torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
