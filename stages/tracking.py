@@ -440,7 +440,7 @@ def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) ->
     happened. The alias moves only when the checkpoint differs from the current champion's: a rerun that wrote
     the same bytes adds no version, and a checkpoint registered before (going back to an earlier commit) gets its
     old version back. The version's tags say where it came from: the DVC experiment and git commit of its
-    training run, the checkpoint's hash, the model, and the validation metric it was chosen on."""
+    training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on ({"val_rmse": 7.08})."""
     from mlflow.exceptions import MlflowException
 
     client = _mlflow().MlflowClient()
@@ -466,7 +466,7 @@ def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) ->
         (model_id,) = [m.model_id for m in run.outputs.model_outputs]  # train logs one model per run
         tags = {"dvc_experiment": run.data.tags.get("dvc_experiment", "unknown"),
                 "git_commit": run.data.tags.get("git_commit", "unknown"), "checkpoint_sha256": checkpoint_sha256,
-                "model": run.data.tags.get("model", "unknown")} | {f"val_{k}": str(v) for k, v in validation.items()}
+                "model": run.data.tags.get("model", "unknown")} | {k: str(v) for k, v in validation.items()}
         version = client.create_model_version(task, f"models:/{model_id}", run_id=run_id, tags=tags,
                                               model_id=model_id)
     client.set_registered_model_alias(task, CHAMPION, version.version)

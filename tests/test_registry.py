@@ -76,21 +76,21 @@ def trained(store, seed: int) -> tuple[str, str]:
 def test_the_champion_moves_only_to_another_checkpoint_and_serves_it(store):
     client = mlflow.MlflowClient(tracking.tracking_uri())
     first, first_hash = trained(store, 0)
-    assert tracking.promote("passengers", first, first_hash, {"rmse": 7.2}) == \
+    assert tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2}) == \
         "passengers@champion -> version 1 (was none)"
     version = client.get_model_version_by_alias("passengers", "champion")
     assert version.run_id == first and version.tags["checkpoint_sha256"] == first_hash
     assert version.tags["dvc_experiment"] == "workspace" and version.tags["val_rmse"] == "7.2"
     assert version.tags["git_commit"] == client.get_run(first).data.tags["git_commit"]
     # a rerun that wrote the same checkpoint: no new version
-    assert "already version 1" in tracking.promote("passengers", first, first_hash, {"rmse": 7.2})
+    assert "already version 1" in tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2})
     second, second_hash = trained(store, 1)
-    assert tracking.promote("passengers", second, second_hash, {"rmse": 7.0}).endswith("version 2 (was version 1)")
+    assert tracking.promote("passengers", second, second_hash, {"val_rmse": 7.0}).endswith("version 2 (was version 1)")
     mlflow.set_tracking_uri(tracking.tracking_uri())
     served = mlflow.pyfunc.load_model("models:/passengers@champion")
     assert client.get_model_version_by_alias("passengers", "champion").run_id == second
     history = np.arange(100.0, 110.0)[None]
     assert np.allclose(served.predict(history), mlflow.pyfunc.load_model(f"runs:/{second}/model").predict(history))
     # back to the first checkpoint (git checkout of an older commit): its version again, none added
-    assert tracking.promote("passengers", first, first_hash, {"rmse": 7.2}).endswith("version 1 (was version 2)")
+    assert tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2}).endswith("version 1 (was version 2)")
     assert len(client.search_model_versions("name = 'passengers'")) == 2
