@@ -440,23 +440,30 @@ def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) ->
     happened. The alias moves only when the checkpoint differs from the current champion's: a rerun that wrote
     the same bytes adds no version, and a checkpoint registered before (going back to an earlier commit) gets its
     old version back. The version's tags say where it came from: the DVC experiment and git commit of its
-    training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on ({"val_rmse": 7.08})."""
+    training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on
+    ({"val_rmse": 7.08})."""
     from mlflow.exceptions import MlflowException
 
     client = _mlflow().MlflowClient()
+    try:
+        # created first: a team server's auth app refuses (403) to read a model that does not exist yet, and makes
+        # its creator the model's manager
+        client.create_registered_model(task, description=REGISTERED_NOTE)
+    except MlflowException as err:
+        if err.error_code == "PERMISSION_DENIED":
+            raise PipelineError(f"MLFLOW_TRACKING_URI={tracking_uri()}: this login may not register models ("
+                                f"{one_line(err.message)}); an admin grants it with `python tools/team_users.py "
+                                f"{tracking_uri()} writer <user>`") from None
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
     try:
         current = client.get_model_version_by_alias(task, CHAMPION)
     except MlflowException as err:
         if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             raise
-        current = None  # no registered model yet, or no champion
+        current = None  # no champion yet
     if current is not None and current.tags.get("checkpoint_sha256") == checkpoint_sha256:
         return f"{task}@{CHAMPION} is already version {current.version} (the same checkpoint)"
-    try:
-        client.create_registered_model(task, description=REGISTERED_NOTE)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
     earlier = [v for v in client.search_model_versions(f"name = '{task}'")
                if v.tags.get("checkpoint_sha256") == checkpoint_sha256]
     if earlier:
