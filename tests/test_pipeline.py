@@ -208,7 +208,7 @@ def test_finetune_change_reruns_only_the_finetune_phase_and_after(repo):
                                                                           "plot@transfer", "log@transfer"}
 
 
-# What a one-line edit of each shared module re-runs (README: "What re-runs after an edit"), by kind of module.
+# What a one-line edit of each shared module re-runs (docs/pipeline.md: "What re-runs after an edit"), by kind of module.
 FIGURES = {"figures", "series_figures", "images_figures", "text_figures"}
 LOOP = {"training", "inference", "models"}
 
@@ -496,7 +496,7 @@ def test_a_corrupt_checkpoint_stops_evaluate_and_its_outputs_survive(repo):
 
 
 # The README's sweep: a grid through DVC's queue on 2 workers, compared on validation, the winner applied,
-# promoted and served. Points the tiny pipeline has not run, so DVC's run cache restores none of them.
+# promoted and served. Points the tiny pipeline has not run before.
 GRID = ("passengers.train.lr=0.003,0.02", "passengers.model.hidden_size=8,16")
 
 
