@@ -346,13 +346,13 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
     """`mlflow models serve` on 127.0.0.1, asked over HTTP with real monthly counts: its forecasts are the ones
     evaluate wrote for the test months."""
     run_id = training_runs(repo)[("passengers", "lstm")].info.run_id
-    served = serve_and_ask(repo, f"runs:/{run_id}/model", test_histories(repo))
+    served = serve_and_ask(repo, f"runs:/{run_id}/model", histories_before_test(repo))
     expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
     assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
     assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
 
 
-def test_histories(repo: Path) -> np.ndarray:
+def histories_before_test(repo: Path) -> np.ndarray:
     """The real months before each test month, as many as one forecast needs."""
     data = np.load(repo / "data/prepared/passengers/data.npz")
     span = 12 + 13  # seq_length + sum(differences): the months one forecast needs
@@ -569,7 +569,7 @@ def test_the_winner_chosen_on_validation_is_applied_promoted_and_served(repo, sw
     again = run(["dvc", "repro", "-s", "-f", "log@passengers"], repo).stdout  # the same checkpoint: a no-op
     assert f"already version {champion.version}" in again
     assert len(client.search_model_versions("name = 'passengers'")) == versions == sweep["versions_before"] + 1
-    served = serve_and_ask(repo, "models:/passengers@champion", test_histories(repo))
+    served = serve_and_ask(repo, "models:/passengers@champion", histories_before_test(repo))
     expected = np.array(columns(repo / f"plots/passengers/predictions/{chosen['model']}.csv")["predicted"], float)
     assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
     assert 250 < served.mean() < 650  # real counts, thousands of passengers a month
