@@ -5,10 +5,9 @@ The run is found by its checkpoint's hash and not reopened, so its duration stay
 one output, logs/<task>.json (what it added: each model's checkpoint hash and metrics, each file's hash, the
 model chosen on validation), lives in the DVC cache, not in git: in a fresh clone it is missing, so `dvc repro`
 runs this stage even where evaluate and plot are skipped because their outputs in git match, and the clone's
-MLflow store gets the same metrics and
-figures as the workspace that made the commit. The file names no run or store, so the clone writes the same
-bytes and dvc.lock stays as committed. Logging twice is harmless: a metric gets the same value again, an
-artifact the same file.
+MLflow store gets the same metrics and figures as the workspace that made the commit. The file names no run or
+store, so the clone writes the same bytes and dvc.lock stays as committed. Logging twice is harmless: a metric
+gets the same value again, an artifact the same file.
 
 It also promotes the model the plot stage chose on validation (metrics/summary/<task>.json `chosen`): its logged
 model becomes the `champion` version of the registered model named after the task, the one
