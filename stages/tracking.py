@@ -280,15 +280,21 @@ def _mlflow():
     return mlflow
 
 
+def dvc_experiment() -> str:
+    """The DVC experiment this stage runs in (`dvc exp run` and the queue's workers set DVC_EXP_NAME), or
+    `workspace` under a plain `dvc repro`."""
+    return os.environ.get("DVC_EXP_NAME", "workspace")
+
+
 @contextmanager
 def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: str | None = None):
     """One MLflow run per trained model, in the task's experiment, named after the DVC experiment and model."""
     mlflow = _mlflow()
     _use_experiment(mlflow, task)
-    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
+    name = f"{dvc_experiment()}-{model}"
     close_abandoned_runs()
-    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model,
-            "host": socket.gethostname(), "pid": str(os.getpid())}
+    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "dvc_experiment": dvc_experiment(), "task": task,
+            "model": model, "host": socket.gethostname(), "pid": str(os.getpid())}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:
@@ -424,3 +430,57 @@ def log_model(model, served, example, checkpoint: Path) -> None:
         code_paths=[str(ROOT / "stages")], signature=signature, input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
                           f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"])
+
+
+CHAMPION = "champion"  # the alias a server loads: models:/<task>@champion
+
+
+def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) -> str:
+    """Make the model logged by `run_id` the champion of the registered model named after the task, and say what
+    happened. The alias moves only when the checkpoint differs from the current champion's: a rerun that wrote
+    the same bytes adds no version, and a checkpoint registered before (going back to an earlier commit) gets its
+    old version back. The version's tags say where it came from: the DVC experiment and git commit of its
+    training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on
+    ({"val_rmse": 7.08})."""
+    from mlflow.exceptions import MlflowException
+
+    client = _mlflow().MlflowClient()
+    try:
+        # created first: a team server's auth app refuses (403) to read a model that does not exist yet, and makes
+        # its creator the model's manager
+        client.create_registered_model(task, description=REGISTERED_NOTE)
+    except MlflowException as err:
+        if err.error_code == "PERMISSION_DENIED":
+            raise PipelineError(f"MLFLOW_TRACKING_URI={tracking_uri()}: this login may not register models ("
+                                f"{one_line(err.message)}); an admin grants it with `python tools/team_users.py "
+                                f"{tracking_uri()} writer <user>`") from None
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    try:
+        current = client.get_model_version_by_alias(task, CHAMPION)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise
+        current = None  # no champion yet
+    if current is not None and current.tags.get("checkpoint_sha256") == checkpoint_sha256:
+        return f"{task}@{CHAMPION} is already version {current.version} (the same checkpoint)"
+    earlier = [v for v in client.search_model_versions(f"name = '{task}'")
+               if v.tags.get("checkpoint_sha256") == checkpoint_sha256]
+    if earlier:
+        version = max(earlier, key=lambda v: int(v.version))
+    else:
+        run = client.get_run(run_id)
+        (model_id,) = [m.model_id for m in run.outputs.model_outputs]  # train logs one model per run
+        tags = {"dvc_experiment": run.data.tags.get("dvc_experiment", "unknown"),
+                "git_commit": run.data.tags.get("git_commit", "unknown"), "checkpoint_sha256": checkpoint_sha256,
+                "model": run.data.tags.get("model", "unknown")} | {k: str(v) for k, v in validation.items()}
+        version = client.create_model_version(task, f"models:/{model_id}", run_id=run_id, tags=tags,
+                                              model_id=model_id)
+    client.set_registered_model_alias(task, CHAMPION, version.version)
+    was = f"version {current.version}" if current is not None else "none"
+    return f"{task}@{CHAMPION} -> version {version.version} (was {was})"
+
+
+REGISTERED_NOTE = ("The task's model with the best validation metric, registered by the log stage of a plain `dvc "
+                   "repro` (an experiment's runs are candidates until `dvc exp apply`); serve it with `mlflow models "
+                   "serve -m models:/<task>@champion`.")

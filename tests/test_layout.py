@@ -150,7 +150,7 @@ def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[
         "generate": {"outs": {paths.samples(task)}, "data": {paths.prepared(task), paths.checkpoints(task)}},
         "plot": {"outs": {paths.figures(task), paths.report(task)}, "metrics": {paths.summary(task)},
                  "data": {paths.prepared(task), Path("metrics") / task, Path("plots") / task}},
-        "log": {"outs": {paths.logged(task)}, "data": {paths.checkpoints(task), Path("metrics") / task,
+        "log": {"outs": {paths.logged(task)}, "data": {paths.checkpoints(task), Path("metrics") / task, paths.summary(task),
                                                         Path("plots") / task, paths.figures(task), paths.report(task)}},
     }[stage]
 
