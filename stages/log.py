@@ -19,7 +19,7 @@ Usage: python -m stages.log <task>
 """
 import os
 
-from stages import paths, tracking
+from stages import paths, store, tracking
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import content_sha256, read_json, write_json
@@ -28,7 +28,7 @@ from stages.files import content_sha256, read_json, write_json
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
+    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     tracking.close_abandoned_runs()
     artifacts = {"figures": sorted(paths.figures(task).glob("*.png")) + [paths.report(task)],
                  "samples": [paths.samples(task)] if paths.samples(task).exists() else []}
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     files = {str(path): content_sha256(path) for paths_ in artifacts.values() for path in paths_}
     write_json(paths.logged(task), {"models": logged, "files": files, "chosen": chosen})
     print(f"{task}: test metrics, {len(artifacts['figures'])} figures and report added to {len(runs)} of {len(logged)} "
-          f"MLflow runs in {tracking.tracking_uri()}")
+          f"MLflow runs in {store.tracking_uri()}")
     print(promote(task, chosen, logged[chosen["model"]]["checkpoint_sha256"], runs.get(chosen["model"])))
 
 

@@ -10,7 +10,7 @@ Usage: python -m stages.train <task>
 import time
 from dataclasses import asdict
 
-from stages import kinds, paths, tracking
+from stages import kinds, paths, store, tracking
 from stages.config import SeriesTrain, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, remove_others
@@ -54,9 +54,9 @@ def main(argv: list[str]) -> None:
         raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
                             (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
     names = params.trained_models(task)
-    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
+    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     for folder in (paths.checkpoints(task), paths.histories(task)):
-        tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
+        store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
     seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeriesTrain) else 1
     device = pick_device(params.device)

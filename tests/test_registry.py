@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages import figures, paths, plot, series, series_train, tracking
+from stages import figures, paths, plot, series, series_train, store, tracking
 from stages.config import ROOT, SeriesPreprocess, load_params
 from stages.files import content_sha256, save_checkpoint
 from stages.models import build_model
@@ -48,14 +48,14 @@ def test_the_summary_chooses_on_validation_even_when_the_test_says_otherwise():
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def local_store(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     yield tmp_path
     mlflow.set_tracking_uri(None)
 
 
-def trained(store, seed: int) -> tuple[str, str]:
+def trained(root, seed: int) -> tuple[str, str]:
     """A tiny GRU forecaster initialised from `seed` and logged as the train stage logs it: (run id, checkpoint
     hash)."""
     t = np.arange(60)
@@ -66,16 +66,16 @@ def trained(store, seed: int) -> tuple[str, str]:
     torch.manual_seed(seed)
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
     model = build_model("series", "gru", config).eval()
-    checkpoint = store / f"gru-{seed}.pt"
+    checkpoint = root / f"gru-{seed}.pt"
     save_checkpoint(checkpoint, {"model": "gru", "config": config, "state_dict": model.state_dict(), "epoch": 1})
     with tracking.start_run("passengers", "gru", "train@passengers", {}) as run:
         tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, ServedModel("series", spec), example, checkpoint)
     return run.info.run_id, content_sha256(checkpoint)
 
 
-def test_the_champion_moves_only_to_another_checkpoint_and_serves_it(store):
-    client = mlflow.MlflowClient(tracking.tracking_uri())
-    first, first_hash = trained(store, 0)
+def test_the_champion_moves_only_to_another_checkpoint_and_serves_it(local_store):
+    client = mlflow.MlflowClient(store.tracking_uri())
+    first, first_hash = trained(local_store, 0)
     assert tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2}) == \
         "passengers@champion -> version 1 (was none)"
     version = client.get_model_version_by_alias("passengers", "champion")
@@ -84,9 +84,9 @@ def test_the_champion_moves_only_to_another_checkpoint_and_serves_it(store):
     assert version.tags["git_commit"] == client.get_run(first).data.tags["git_commit"]
     # a rerun that wrote the same checkpoint: no new version
     assert "already version 1" in tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2})
-    second, second_hash = trained(store, 1)
+    second, second_hash = trained(local_store, 1)
     assert tracking.promote("passengers", second, second_hash, {"val_rmse": 7.0}).endswith("version 2 (was version 1)")
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(store.tracking_uri())
     served = mlflow.pyfunc.load_model("models:/passengers@champion")
     assert client.get_model_version_by_alias("passengers", "champion").run_id == second
     history = np.arange(100.0, 110.0)[None]

@@ -482,8 +482,8 @@ def http_status(uri: str, path: str, login: tuple | None = None, data: dict | No
 
 def check_store_cmd(task: str = "passengers") -> list:
     """check_store alone, wrapped as a stage wraps it (one line on stderr, exit 2): no stage's name, they change."""
-    code = ("from stages import tracking; from stages.errors import run_stage; "
-            "run_stage(lambda argv: tracking.check_store(*argv), 'python -m stages.check <task>')")
+    code = ("from stages import store; from stages.errors import run_stage; "
+            "run_stage(lambda argv: store.check_store(*argv), 'python -m stages.check <task>')")
     return [sys.executable, "-c", code, task]
 
 
