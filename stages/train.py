@@ -9,6 +9,8 @@ Usage: python -m stages.train <task>
 """
 from dataclasses import asdict
 
+import torch
+
 from stages import kinds, paths, tracking
 from stages.config import SeriesTrain, load_params
 from stages.errors import PipelineError, run_stage
@@ -72,8 +74,10 @@ def main(argv: list[str]) -> None:
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
+        config, own = train_code.model_inputs(name, config, data, meta, task_cfg)  # a hybrid's residual windows
+        splits = [tuple(torch.from_numpy(a).to(device) for a in own[s]) for s in ("train", "val")] if own else (train, val)
         with tracking.start_run(task, name, f"train@{task}", logged):
-            model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
+            model, best, history, extra = train_seeds(task_cfg, name, config, *splits, augment, params.seed, seeds)
             save_trained(task, name, name, config, best, history, extra)
             tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
