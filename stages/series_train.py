@@ -1,9 +1,13 @@
 """What train needs of the forecasting kind beyond the shared loop: no augmentation, the hybrid models' own training
 data, and the settings the logged model needs to forecast from real values."""
+import hashlib
+
 import numpy as np
 
 from stages.errors import PipelineError
 from stages.series import fit_classical, hybrid_targets, hybrid_windows
+
+_CLASSICAL: dict = {}  # (series hash, train_end, fit_end, baseline settings) -> the fitted classical part
 
 
 def augmenter(task_cfg, meta: dict):
@@ -23,7 +27,10 @@ def model_inputs(name: str, config: dict, data: dict, meta: dict, task_cfg) -> t
                             "task's preprocess.horizon 1")
     values, seq_length = data["series"], int(data["x_train"].shape[1])
     train_end, fit_end = int(data["index_val"][0]), int(data["index_val"][-1]) + 1
-    classical = fit_classical(values, train_end, fit_end, task_cfg.baseline)
+    key = (hashlib.sha256(values.tobytes()).hexdigest(), train_end, fit_end, task_cfg.baseline)
+    if key not in _CLASSICAL:  # the hybrids of a task share one SARIMA fit (slow on thousands of hours)
+        _CLASSICAL[key] = fit_classical(values, train_end, fit_end, task_cfg.baseline)
+    classical = _CLASSICAL[key]
     arrays = {split: hybrid_windows(values, classical, hybrid_targets(data[f"index_{split}"], classical, seq_length),
                                     seq_length) for split in ("train", "val")}
     return config | {"classical": classical}, arrays
