@@ -37,10 +37,12 @@ def model_inputs(name: str, config: dict, data: dict, meta: dict, task_cfg) -> t
 
 
 def serving(data: dict, meta: dict, task_cfg) -> tuple[dict, np.ndarray]:
-    """What the logged model needs to forecast from real values (`spec`), and an input example: the real values
-    before the last two training targets, as many as a plain model or a hybrid needs."""
+    """What the logged model needs to forecast from real values (`spec`; with `ensemble`, the served model is the
+    mean of the checkpoint's seeds, as the headline), and an input example: the real values before the last two
+    training targets, as many as a plain model or a hybrid needs."""
     seq_length = int(data["x_train"].shape[1])
-    spec = {k: meta[k] for k in ("scaler", "log", "differences", "horizon", "unit")} | {"seq_length": seq_length}
+    spec = {k: meta[k] for k in ("scaler", "log", "differences", "horizon", "unit")} | {"seq_length": seq_length,
+                                                                                          "ensemble": task_cfg.train.ensemble}
     span = seq_length + sum(meta["differences"])
     baseline = task_cfg.baseline
     if baseline.sarima_order:  # a hybrid needs seq_length residuals after SARIMA's differences
