@@ -265,3 +265,17 @@ def test_a_hybrid_forecast_uses_only_earlier_values_and_serve_gives_the_pipeline
     with pytest.raises(ValueError, match="at least 25 values"):
         series_predict.serve(model, values[None, :20], {"seq_length": 12, "differences": [1, 12], "horizon": 1,
                                                         "unit": "x"})
+
+
+def test_a_hybrid_competes_untrained_in_early_stopping_and_a_plain_model_does_not():
+    """Epoch 0 of a hybrid is its classical forecast alone: its validation loss is the mean squared residual."""
+    import torch
+
+    from stages.models import build_model
+    from stages.train import untrained
+
+    config = {"input_size": 1, "output_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
+    val = (torch.randn(6, 12, 1), torch.randn(6, 1))
+    start = untrained(build_model("series", "hybrid_rnn", config | {"classical": {}}), val, 4)
+    assert start["epoch"] == 0 and start["val_loss"] == pytest.approx(float(val[1].square().mean()))
+    assert untrained(build_model("series", "rnn", config), val, 4) is None
