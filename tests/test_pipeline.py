@@ -136,7 +136,11 @@ def test_forecasters_report_seed_spread_and_validation_beside_classical_baseline
     assert lstm["seeds"]["count"] == 3 and lstm["seeds"]["kept"] in (42, 43, 44)
     assert lstm["seeds"]["rmse_std"] >= 0 and "rmse" in lstm["validation"]
     baselines = json.loads((repo / "metrics/passengers/baselines.json").read_text())
-    assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
+    assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets", "sarima_ets_mean"}
+    hybrid = json.loads((repo / "metrics/passengers/models/hybrid_lstm.json").read_text())
+    assert hybrid["seeds"]["count"] == 3 and {"rmse", "validation"} <= set(hybrid["ensemble"])
+    summary = json.loads((repo / "metrics/summary/passengers.json").read_text())["passengers"]["rmse"]
+    assert summary["hybrid_lstm"] == hybrid["ensemble"]["rmse"]  # train.ensemble: the headline is the seeds' mean
     temperature = json.loads((repo / "metrics/temperature/baselines.json").read_text())
     assert {"linear_ar", "sarima"} <= set(temperature)
 
@@ -372,7 +376,8 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
     finally:
         server.terminate()
         server.wait(timeout=30)
-    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
+    # passengers.train.ensemble: the served model is the mean of the seeds, as the headline
+    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["ensemble"], dtype=float)
     assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
     assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
 
