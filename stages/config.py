@@ -117,6 +117,7 @@ class Train:
 @dataclass(frozen=True)
 class SeriesTrain(Train):
     seeds: int  # models trained, with seeds seed, seed+1, ...: the checkpoint keeps the best on validation
+    ensemble: bool  # the reported forecast: the mean of the seeds' forecasts (true) or the kept seed's (false)
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,7 +132,7 @@ class SeriesTask:
     model: RecurrentModel
     train: SeriesTrain
     kind: typing.ClassVar[str] = "series"
-    models: typing.ClassVar[tuple] = ("rnn", "lstm", "gru")
+    models: typing.ClassVar[tuple] = ("rnn", "lstm", "gru", "hybrid_rnn", "hybrid_lstm", "hybrid_gru")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Stage evaluate: score every trained model of a task on the test split, the first and only time it is used.
 
-Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled). Classification: accuracy, loss, per-class
+Forecasting: RMSE, MAE, MAPE in the series' units (inverse-scaled), of the kept seed and of the seeds' mean.
+Classification: accuracy, loss, per-class
 precision/recall. Text: cross-entropy, perplexity, top-1/top-5 next-word accuracy. One process for all the
 task's models. Writes metrics/<task>/models/<model>.json and plots/<task>/predictions/<model>.csv; the log
 stage adds them to each model's MLflow run.
@@ -14,6 +15,7 @@ from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import load_arrays, read_json, remove_others, write_csv, write_json
 from stages.inference import load_model, pick_device
+from stages.models import SeedEnsemble
 
 
 def spread(per_seed: list[dict]) -> dict:
@@ -49,6 +51,10 @@ def main(argv: list[str]) -> None:
         metrics, columns = score(model, data, meta, device)
         if "seed_state_dicts" in checkpoint:  # the kept seed's numbers, and the spread over every seed trained
             metrics["seeds"] = seed_scores(score, checkpoint, path, task_cfg.kind, metrics, data, meta, device)
+            # and the mean of every seed's output: the cheapest combination; the plot stage picks which one heads
+            members = [load_model(path, task_cfg.kind, device, state)[0] for state in checkpoint["seed_state_dicts"]]
+            metrics["ensemble"], mean_columns = score(SeedEnsemble(members).eval(), data, meta, device)
+            columns["ensemble"] = mean_columns["predicted"]
         write_json(paths.model_metrics(task, name), metrics)
         write_csv(paths.predictions(task, name), columns)
         print(f"{task} {name} (test): " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

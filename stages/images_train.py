@@ -21,6 +21,11 @@ def augmenter(task_cfg, meta: dict):
                                         elastic_sigma=a.elastic_sigma, mean=meta["mean"], std=meta["std"])
 
 
+
+def model_inputs(name: str, config: dict, data: dict, meta: dict, task_cfg) -> tuple[dict, dict]:
+    """Every image model trains on the shared examples: its config as it is, no arrays of its own."""
+    return config, {}
+
 def serving(data: dict, meta: dict, task_cfg) -> tuple[dict, np.ndarray]:
     """What the logged model needs to classify raw images (`spec`), and an input example: two training images."""
     spec = {k: meta[k] for k in ("classes", "mean", "std")} | {"image_size": meta["shape"]["image_size"]}

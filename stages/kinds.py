@@ -5,8 +5,10 @@ kind's code for its own role, and an edit re-runs only the stages it can change:
   stages/<kind>.py            data: prepare(task, cfg) -> (arrays, meta) for preprocess; tensors(data, meta,
                               split) -> (x, y) for train and evaluate; the functions the kind's other modules share
   stages/<kind>_baselines.py  baselines(data, meta, cfg) -> (metrics, columns): the classical predictors (baseline)
-  stages/<kind>_train.py      augmenter(task_cfg, meta) -> augment or None; serving(data, meta, task_cfg) ->
-                              (spec, input example): what train adds to the shared loop
+  stages/<kind>_train.py      augmenter(task_cfg, meta) -> augment or None; model_inputs(name, config, data,
+                              meta, task_cfg) -> (config, {split: (x, y)} or {} for the shared tensors);
+                              serving(data, meta, task_cfg) -> (spec, input example): what train adds to the
+                              shared loop
   stages/<kind>_predict.py    score(model, data, meta, device) -> (metrics, columns) for evaluate; serve(model,
                               inputs, spec) -> outputs for the logged MLflow model (stages/serving.py)
   stages/<kind>_figures.py    figures(results, data, meta, task_cfg, seed) -> {file name: figure}; HEADLINE,

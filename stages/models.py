@@ -27,6 +27,34 @@ class RecurrentRegressor(nn.Module):
         return self.head(out[:, -1])  # (B, output_size)
 
 
+class HybridRegressor(RecurrentRegressor):
+    """The network of a hybrid forecaster (Zhang 2003; stages/series.py): the same recurrent regressor, over windows
+    of a classical model's past one-step residuals (scaled), forecasting the next residual. `classical` is that
+    model, fitted once and then fixed (plain data: saved in the checkpoint's config). The head starts at zero, so
+    before training the hybrid forecasts exactly what the classical model does, and moves away only as far as
+    training on the residuals takes it."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float,
+                 output_size: int, classical: dict):
+        super().__init__(cell, input_size, hidden_size, num_layers, dropout, output_size)
+        self.classical = classical
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+
+class SeedEnsemble(nn.Module):
+    """The mean of several trained copies of one model (seeds): the cheapest forecast combination. Carries the
+    members' `classical` part, if they have one (hybrids share it: it does not depend on the seed)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        if hasattr(members[0], "classical"):
+            self.classical = members[0].classical
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: whatever each member takes, (B, T, F) for forecasts
+        return torch.stack([m(x) for m in self.members]).mean(0)  # (B, output_size)
+
 
 class DigitsCNN(nn.Module):
     """The two-conv MNIST CNN of the original exercise: 32 and 64 3x3 filters with padding 1, max-pooling."""
@@ -189,7 +217,8 @@ def _constructors(kind: str) -> dict:
     """Model name -> constructor, for the tasks of one kind (a recurrent cell name means a different model for
     series and for text)."""
     if kind == "series":
-        return {cell: functools.partial(RecurrentRegressor, cell) for cell in RECURRENT_CELLS}
+        return {cell: functools.partial(RecurrentRegressor, cell) for cell in RECURRENT_CELLS} | {
+            f"hybrid_{cell}": functools.partial(HybridRegressor, cell) for cell in RECURRENT_CELLS}
     if kind == "text":
         return {cell: functools.partial(RecurrentLanguageModel, cell) for cell in RECURRENT_CELLS}
     return {"cnn": DigitsCNN, "cnn2": DigitsCNN2, "simple_cnn": SimpleCNN, "flower_cnn": FlowerCNN, "small_cnn": SmallCNN,

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from stages import figures, kinds, paths
-from stages.config import load_params
+from stages.config import SeriesTrain, load_params
 from stages.errors import run_stage
 from stages.files import (
     atomic_path,
@@ -51,6 +51,15 @@ def summary(results: figures.Results, headline: str, lower_is_better: bool) -> d
                            "chosen": {"model": chosen, f"val_{headline}": validation[chosen]}}}
 
 
+def headline_ensembles(results: figures.Results) -> None:
+    """<task>.train.ensemble: every model with several seeds is reported (report, summary, figures) by the mean of
+    its seeds' forecasts; the kept seed's numbers stay in metrics/<task>/models/<model>.json."""
+    for m, v in results.metrics.items():
+        if "ensemble" in v:
+            results.metrics[m] = v["ensemble"] | {"kept_seed": {k: x for k, x in v.items() if k != "ensemble"}}
+            results.predictions[m] = results.predictions[m] | {"predicted": results.predictions[m]["ensemble"]}
+
+
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
@@ -65,6 +74,8 @@ def main(argv: list[str]) -> None:
         histories={m: {k: [float(v) for v in column] for k, column in h.items()} for m, h in histories.items()},
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
         baseline_predictions=read_columns(paths.baseline_predictions(task)))
+    if isinstance(getattr(task_cfg, "train", None), SeriesTrain) and task_cfg.train.ensemble:
+        headline_ensembles(results)
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}
     kind = kinds.code(task_cfg.kind, "figures")
     out |= kind.figures(results, data, meta, task_cfg, params.seed)

@@ -208,3 +208,80 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
     if np.all(actual != 0):
         metrics["mape"] = float(np.mean(np.abs(error / actual)) * 100)
     return metrics
+
+
+# A hybrid forecaster (Zhang 2003, "Time series forecasting using a hybrid ARIMA and neural network model",
+# Neurocomputing 50): a classical model, fitted once and then fixed, forecasts one step ahead; a recurrent network,
+# trained on windows of the classical model's past one-step errors (residuals), forecasts the next error; the
+# forecast is the sum. The classical part is the SARIMA of the task's baseline settings, on its scale (log or not).
+
+def sarima_one_step(z: np.ndarray, params: np.ndarray, order, seasonal_order) -> np.ndarray:
+    """The one-step-ahead SARIMA forecast of every z[t] from z[:t] alone: the Kalman filter run with `params`
+    fixed, never refitted. The first d + D*season forecasts have no differenced history and are unreliable."""
+    import warnings
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' chatter about dates and starting values
+        model = SARIMAX(z.astype(np.float64), order=tuple(order), seasonal_order=tuple(seasonal_order))
+        return np.asarray(model.filter(np.asarray(params, dtype=np.float64)).get_prediction().predicted_mean)
+
+
+def sarima_fit(z: np.ndarray, order, seasonal_order) -> np.ndarray:
+    """SARIMA parameters fitted (maximum likelihood) on z, all of it: pass the part before the test only."""
+    import warnings
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; the scores say how well it did
+        return np.asarray(SARIMAX(z.astype(np.float64), order=tuple(order),
+                                  seasonal_order=tuple(seasonal_order)).fit(disp=False).params)
+
+
+def classical_scale(values: np.ndarray, classical: dict) -> np.ndarray:
+    return np.log(values) if classical["log"] else values.astype(np.float64)
+
+
+def fit_classical(values: np.ndarray, train_end: int, fit_end: int, baseline) -> dict:
+    """The hybrid's classical part as plain data (saved in the checkpoint): the baseline's SARIMA fitted on
+    values[:fit_end] (train + validation, as the SARIMA baseline is), and the spread of its one-step residuals
+    over the training part, which scales the network's inputs and target."""
+    if not baseline.sarima_order:
+        raise PipelineError("params.yaml: a hybrid model needs the task's baseline.sarima_order (its classical part)")
+    seasonal = (*baseline.sarima_seasonal_order, baseline.season) if baseline.sarima_seasonal_order else (0, 0, 0, 0)
+    classical = {"order": list(baseline.sarima_order), "seasonal_order": list(seasonal), "log": baseline.sarima_log}
+    classical["burn_in"] = classical["order"][1] + seasonal[1] * seasonal[3]  # steps with no differenced value
+    z = classical_scale(values[:fit_end], classical)
+    classical["params"] = sarima_fit(z, classical["order"], seasonal).tolist()
+    residuals = residual_series(values[:train_end], classical)[classical["burn_in"]:]
+    classical["scale"] = float(residuals.std()) or 1.0
+    return classical
+
+
+def residual_series(values: np.ndarray, classical: dict) -> np.ndarray:
+    """z[t] minus the classical one-step forecast of it, on the classical scale, for every t of `values`."""
+    z = classical_scale(values, classical)
+    return z - sarima_one_step(z, classical["params"], classical["order"], classical["seasonal_order"])
+
+
+def hybrid_targets(index: np.ndarray, classical: dict, seq_length: int) -> np.ndarray:
+    """The targets of a split that have seq_length residuals after the burn-in before them."""
+    return index[index >= classical["burn_in"] + seq_length]
+
+
+def hybrid_windows(values: np.ndarray, classical: dict, targets: np.ndarray, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The network's inputs (N, seq_length, 1): the scaled residuals of the seq_length steps before each target,
+    and its targets (N, 1): the scaled residual at the target. Residual t uses values[:t+1] only."""
+    residuals = (residual_series(values, classical) / classical["scale"])[:, None]
+    return make_windows(residuals, targets, seq_length, 1)
+
+
+def hybrid_invert(residual_forecast: np.ndarray, values: np.ndarray, targets: np.ndarray, classical: dict) -> np.ndarray:
+    """The hybrid forecast of values[targets] in the series' units: the classical one-step forecast plus the
+    network's (scaled) residual forecast, on the classical scale, then back (exp of a log forecast: the median)."""
+    z = classical_scale(values, classical)
+    level = sarima_one_step(z, classical["params"], classical["order"], classical["seasonal_order"])[targets]
+    level = level + residual_forecast * classical["scale"]
+    return np.exp(level) if classical["log"] else level

@@ -3,13 +3,13 @@ the steps before the test part only and scored on the same test steps as the mod
 import numpy as np
 
 from stages.errors import PipelineError
-from stages.series import forecast_metrics, invert
+from stages.series import forecast_metrics, invert, sarima_fit, sarima_one_step
 
 
 def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
     """The classical forecasts of the test steps, each fitted on the steps before the test part only; (metrics,
     forecast columns). Naive (persistence), seasonal naive, a ridge autoregression on the models' own windows,
-    SARIMA and Holt-Winters (one step ahead, parameters fixed before the test part)."""
+    SARIMA and Holt-Winters (one step ahead, parameters fixed before the test part), and the mean of those two."""
     targets, values, horizon = data["index_test"], data["series"], meta["horizon"]
     fit_end = int(data["index_val"][-1]) + 1  # train + validation: everything before the test part
     forecasts = {"naive": naive_forecast(values, targets, horizon)}
@@ -28,6 +28,10 @@ def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
                                                   else (0, 0, 0, 0), cfg.sarima_log)
         if cfg.ets_seasonal != "none":
             forecasts["ets"] = ets_forecast(values, fit_end, targets, cfg.ets_seasonal, cfg.season)
+        if "sarima" in forecasts and "ets" in forecasts:
+            # the classic combination: the M competitions found a mean of forecasts often beats its members
+            # (Makridakis & Hibon 2000, IJF 16; Bates & Granger 1969)
+            forecasts["sarima_ets_mean"] = (forecasts["sarima"] + forecasts["ets"]) / 2
     actual = values[targets]
     metrics = {name: forecast_metrics(actual, predicted) for name, predicted in forecasts.items()}
     columns = {"time": data["times"][targets].tolist(), "actual": actual.tolist()}
@@ -48,15 +52,8 @@ def sarima_forecast(values: np.ndarray, fit_end: int, targets: np.ndarray, order
     """One-step-ahead SARIMA forecasts of values[targets] (all >= fit_end): the parameters are fitted on
     values[:fit_end] only, then the whole series is filtered with them fixed, never refitted, so each
     forecast uses only earlier values. On the log scale the forecast is exp(mean): the median."""
-    import warnings
-
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
-
     z = np.log(values) if log else values.astype(np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # statsmodels' convergence chatter; the metrics say how well it did
-        fitted = SARIMAX(z[:fit_end], order=tuple(order), seasonal_order=tuple(seasonal_order)).fit(disp=False)
-        predicted = fitted.apply(z).get_prediction().predicted_mean  # one step ahead at every t
+    predicted = sarima_one_step(z, sarima_fit(z[:fit_end], order, seasonal_order), order, seasonal_order)
     return np.exp(predicted[targets]) if log else predicted[targets]
 
 

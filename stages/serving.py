@@ -22,7 +22,12 @@ class ServedModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from stages.inference import load_model
 
-        self.model, _ = load_model(context.artifacts["checkpoint"], self.kind)
+        self.model, checkpoint = load_model(context.artifacts["checkpoint"], self.kind)
+        if self.spec.get("ensemble") and "seed_state_dicts" in checkpoint:  # serve what the headline reports
+            from stages.models import SeedEnsemble
+
+            self.model = SeedEnsemble([load_model(context.artifacts["checkpoint"], self.kind, state_dict=state)[0]
+                                       for state in checkpoint["seed_state_dicts"]]).eval()
 
     def serve(self, model, inputs):
         """`model`'s answers to real inputs: what predict returns once the logged checkpoint is loaded."""

@@ -7,6 +7,11 @@ def augmenter(task_cfg, meta: dict):
     return None
 
 
+
+def model_inputs(name: str, config: dict, data: dict, meta: dict, task_cfg) -> tuple[dict, dict]:
+    """Every next-word model trains on the shared examples: its config as it is, no arrays of its own."""
+    return config, {}
+
 def serving(data: dict, meta: dict, task_cfg):
     """What the logged model needs to continue raw text (`spec`), and an input example: two of the prompts."""
     import pandas as pd

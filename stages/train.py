@@ -7,8 +7,11 @@ plots/<task>/<model>/history.csv per model; logs one MLflow run per model: param
 checkpoint's hash and a servable model (stages/serving.py).
 Usage: python -m stages.train <task>
 """
+import copy
 import time
 from dataclasses import asdict
+
+import torch
 
 from stages import kinds, paths, store, tracking
 from stages.config import SeriesTrain, load_params
@@ -16,7 +19,7 @@ from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, remove_others
 from stages.inference import pick_device
 from stages.models import build_model, model_config
-from stages.training import fit, save_trained, seed_everything
+from stages.training import evaluate, fit, loss_for, save_trained, seed_everything
 
 
 def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augment, seed: int, tag_curves: bool):
@@ -24,8 +27,24 @@ def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augme
     MLflow curves are named seed<seed>_val_loss and so on."""
     generator = seed_everything(seed)
     model = build_model(task_cfg.kind, name, config).to(train[0].device)
+    start = untrained(model, val, task_cfg.train.batch_size)
     log = (lambda stats: tracking.log_epoch(stats, f"seed{seed}_")) if tag_curves else tracking.log_epoch
-    return (model, *fit(model, train, val, task_cfg.train, generator, augment=augment, log_epoch=log))
+    best, history = fit(model, train, val, task_cfg.train, generator, augment=augment, log_epoch=log)
+    if start is not None and start["val_loss"] <= best["val_loss"]:
+        print(f"{name}: no epoch beat the untrained start on validation ({start['val_loss']:.5f}): kept as it was")
+        model.load_state_dict(start["state_dict"])
+        best = start
+    return model, best, history
+
+
+def untrained(model, val: tuple, batch_size: int) -> dict | None:
+    """A hybrid's start, as epoch 0 of early stopping: its head starts at zero, so untrained it forecasts what its
+    classical part does, and it keeps a network correction only if one lowers the validation loss. None for other
+    models (their untrained start is noise)."""
+    if getattr(model, "classical", None) is None:
+        return None
+    val_loss, _ = evaluate(model, loss_for(val[1]), *val, batch_size)
+    return {"val_loss": val_loss, "state_dict": copy.deepcopy(model.state_dict()), "epoch": 0}
 
 
 def train_seeds(task_cfg, name: str, config: dict, train: tuple, val: tuple, augment, first_seed: int, seeds: int):
@@ -75,9 +94,11 @@ def main(argv: list[str]) -> None:
     set_up, training = time.perf_counter() - started, 0.0
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
+        config, own = train_code.model_inputs(name, config, data, meta, task_cfg)  # a hybrid's residual windows
+        splits = [tuple(torch.from_numpy(a).to(device) for a in own[s]) for s in ("train", "val")] if own else (train, val)
         with tracking.start_run(task, name, f"train@{task}", logged):
             fitted = time.perf_counter()
-            model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
+            model, best, history, extra = train_seeds(task_cfg, name, config, *splits, augment, params.seed, seeds)
             save_trained(task, name, name, config, best, history, extra)
             training += time.perf_counter() - fitted
             tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))

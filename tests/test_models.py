@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stages.models import build_model, model_config
+from stages.models import SeedEnsemble, build_model, model_config
 
 IMAGES = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 CASES = [  # (kind, name, config, input batch, output shape)
@@ -12,6 +12,8 @@ CASES = [  # (kind, name, config, input batch, output shape)
      torch.randn(4, 12, 1), (4, 1)),
     ("series", "gru", {"input_size": 1, "output_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0},
      torch.randn(4, 30, 1), (4, 1)),
+    ("series", "hybrid_lstm", {"input_size": 1, "output_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
+                               "classical": {}}, torch.randn(4, 12, 1), (4, 1)),
     ("images", "cnn", IMAGES, torch.randn(4, 1, 28, 28), (4, 10)),
     ("images", "cnn2", IMAGES | {"dropout": 0.2}, torch.randn(4, 1, 28, 28), (4, 10)),
     ("images", "simple_cnn", IMAGES, torch.randn(4, 1, 28, 28), (4, 10)),
@@ -50,3 +52,15 @@ def test_model_config_takes_the_data_shape_and_only_the_params_the_model_accepts
 def test_an_unknown_model_is_refused():
     with pytest.raises(ValueError, match="unknown model 'tcn' for a series task"):
         build_model("series", "tcn", {})
+
+
+def test_a_hybrid_starts_at_its_classical_forecast_and_a_seed_ensemble_is_the_mean():
+    config = {"input_size": 1, "output_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0}
+    torch.manual_seed(0)
+    hybrid = build_model("series", "hybrid_gru", config | {"classical": {"log": True}})
+    x = torch.randn(4, 12, 1)
+    assert torch.equal(hybrid(x), torch.zeros(4, 1))  # no residual correction before training
+    members = [build_model("series", "gru", config) for _ in range(3)]
+    ensemble = SeedEnsemble(members)
+    torch.testing.assert_close(ensemble(x), (members[0](x) + members[1](x) + members[2](x)) / 3)  # (4, 1)
+    assert SeedEnsemble([hybrid, hybrid]).classical == {"log": True}

@@ -138,7 +138,11 @@ def test_forecasters_report_seed_spread_and_validation_beside_classical_baseline
     assert lstm["seeds"]["count"] == 3 and lstm["seeds"]["kept"] in (42, 43, 44)
     assert lstm["seeds"]["rmse_std"] > 0 and "rmse" in lstm["validation"]  # three seeds that train differently
     baselines = json.loads((repo / "metrics/passengers/baselines.json").read_text())
-    assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
+    assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets", "sarima_ets_mean"}
+    hybrid = json.loads((repo / "metrics/passengers/models/hybrid_lstm.json").read_text())
+    assert hybrid["seeds"]["count"] == 3 and {"rmse", "validation"} <= set(hybrid["ensemble"])
+    summary = json.loads((repo / "metrics/summary/passengers.json").read_text())["passengers"]["rmse"]
+    assert summary["hybrid_lstm"] == hybrid["ensemble"]["rmse"]  # train.ensemble: the headline is the seeds' mean
     temperature = json.loads((repo / "metrics/temperature/baselines.json").read_text())
     assert {"linear_ar", "sarima"} <= set(temperature)
 
@@ -276,7 +280,8 @@ def test_a_fresh_clone_logs_test_metrics_and_figures_to_its_own_mlflow(repo, tmp
     assert "Running stage 'evaluate@passengers'" not in out  # skipped: the same checkpoints, the same metrics
     client = mlflow.MlflowClient(f"sqlite:///{clone / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("passengers").experiment_id])
-    assert sorted(r.data.tags["model"] for r in runs) == ["gru", "lstm", "rnn"]
+    trained = yaml.safe_load((clone / "params.yaml").read_text())["runs"]["passengers"]["models"]
+    assert sorted(r.data.tags["model"] for r in runs) == sorted(trained) and "hybrid_lstm" in trained
     for r in runs:
         expected = json.loads((clone / f"metrics/passengers/models/{r.data.tags['model']}.json").read_text())
         assert r.data.metrics["test_rmse"] == expected["rmse"]
@@ -347,7 +352,8 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
     evaluate wrote for the test months."""
     run_id = training_runs(repo)[("passengers", "lstm")].info.run_id
     served = serve_and_ask(repo, f"runs:/{run_id}/model", histories_before_test(repo))
-    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
+    # passengers.train.ensemble: the served model is the mean of the seeds, as the headline
+    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["ensemble"], dtype=float)
     assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
     assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
 
@@ -570,7 +576,7 @@ def test_the_winner_chosen_on_validation_is_applied_promoted_and_served(repo, sw
     assert f"already version {champion.version}" in again
     assert len(client.search_model_versions("name = 'passengers'")) == versions == sweep["versions_before"] + 1
     served = serve_and_ask(repo, "models:/passengers@champion", histories_before_test(repo))
-    expected = np.array(columns(repo / f"plots/passengers/predictions/{chosen['model']}.csv")["predicted"], float)
+    expected = np.array(columns(repo / f"plots/passengers/predictions/{chosen['model']}.csv")["ensemble"], float)
     assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
     assert 250 < served.mean() < 650  # real counts, thousands of passengers a month
 

@@ -1,13 +1,15 @@
 """Model registries: dvc.yaml's `artifacts:` declares every trained model (read back with DVC's API); the summary
 metrics choose each task's model on validation, never on test; MLflow's registry gets the chosen model as the
 task's `champion`, and only a checkpoint that differs from the champion's moves the alias."""
+from types import SimpleNamespace
+
 import mlflow
 import numpy as np
 import pytest
 import torch
 
 from stages import figures, paths, plot, series, series_train, store, tracking
-from stages.config import ROOT, SeriesPreprocess, load_params
+from stages.config import ROOT, SeriesBaseline, SeriesPreprocess, load_params
 from stages.files import content_sha256, save_checkpoint
 from stages.models import build_model
 from stages.serving import ServedModel
@@ -62,7 +64,10 @@ def trained(root, seed: int) -> tuple[str, str]:
     arrays, meta = series.windows(100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12), SeriesPreprocess(
         seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=False, differences=(1,)),
         "passengers")
-    spec, example = series_train.serving(arrays, meta, None)
+    plain = SimpleNamespace(baseline=SeriesBaseline(season=12, ridge_alpha=0.0, sarima_order=(), sarima_seasonal_order=(),
+                                                    sarima_log=False, ets_seasonal="none"),
+                            train=SimpleNamespace(ensemble=False))  # what serving reads of a series task's params
+    spec, example = series_train.serving(arrays, meta, plain)
     torch.manual_seed(seed)
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
     model = build_model("series", "gru", config).eval()

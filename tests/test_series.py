@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages import series, series_baselines
+from stages import series, series_baselines, series_predict, series_train
 from stages.config import SeriesBaseline, SeriesPreprocess
 from stages.errors import PipelineError
 
@@ -160,8 +160,9 @@ def test_classical_baselines_beat_naive_on_a_seasonal_series():
     baseline = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
                               sarima_log=True, ets_seasonal="mul")
     metrics, columns = series_baselines.baselines(arrays, meta, baseline)
-    assert set(metrics) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
+    assert set(metrics) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets", "sarima_ets_mean"}
     assert len(columns["sarima"]) == len(arrays["index_test"])
+    np.testing.assert_allclose(columns["sarima_ets_mean"], (np.array(columns["sarima"]) + columns["ets"]) / 2)
     for name in ("sarima", "ets", "linear_ar"):
         assert metrics[name]["rmse"] < metrics["naive"]["rmse"], name
 
@@ -202,3 +203,79 @@ def test_a_value_out_of_line_with_its_neighbours_is_refused(tmp_path):
     path = passengers_csv(tmp_path / "p.csv", values)
     with pytest.raises(PipelineError, match=r"the value at 1955-04-01 00:00:00 \(\d\) is out of line with its neighbours"):
         series.read_series(path, "passengers")
+
+
+AIRLINE = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
+                         sarima_log=True, ets_seasonal="mul")
+
+
+def hybrid_setup(values):
+    """A series' windows and a hybrid's classical part and residual training windows, as train makes them."""
+    from types import SimpleNamespace
+
+    arrays, meta = series.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2, log=True,
+                                              differences=(1, 12)), "passengers")
+    config, own = series_train.model_inputs("hybrid_lstm", {}, arrays, meta, SimpleNamespace(baseline=AIRLINE))
+    return arrays, meta, config["classical"], own
+
+
+def test_hybrid_residuals_come_from_a_sarima_fitted_before_the_test_part_only():
+    values = seasonal_series(144)
+    arrays, _, classical, own = hybrid_setup(values)
+    changed = values.copy()
+    changed[arrays["index_test"][0]:] *= 1.5  # the test part changes: SARIMA and every training residual must not
+    _, _, classical_again, own_again = hybrid_setup(changed)
+    assert classical_again == classical
+    for split in ("train", "val"):
+        for a, b in zip(own[split], own_again[split]):
+            np.testing.assert_array_equal(a, b)
+    x, y = own["train"]
+    assert x.shape[1:] == (12, 1) and y.shape[1:] == (1,) and len(x) == len(y) > 0
+    # the training targets are the training part's own steps, after SARIMA's 13 differenced-away steps and a window
+    assert len(y) == arrays["index_val"][0] - 13 - 12
+    # the residual target is the SARIMA one-step error, scaled: the next window's last input
+    np.testing.assert_allclose(x[1:, -1, 0], y[:-1, 0], rtol=1e-6)
+
+
+def test_a_hybrid_forecast_uses_only_earlier_values_and_serve_gives_the_pipelines_forecast():
+    import torch
+
+    from stages.models import build_model
+
+    values = seasonal_series(144)
+    arrays, meta, classical, _ = hybrid_setup(values)
+    torch.manual_seed(0)
+    model = build_model("series", "hybrid_lstm", {"input_size": 1, "output_size": 1, "hidden_size": 8,
+                                                  "num_layers": 1, "dropout": 0.0, "classical": classical})
+    torch.nn.init.normal_(model.head.weight)  # a network that moves the forecast
+    cpu = torch.device("cpu")
+    predicted = series_predict.forecast(model, arrays, meta, "test", cpu)
+    sarima = series_baselines.sarima_forecast(values, arrays["index_val"][-1] + 1, arrays["index_test"], (0, 1, 1),
+                                              (0, 1, 1, 12), log=True)
+    assert not np.allclose(predicted, sarima)  # the network adds to SARIMA's forecast
+    start = int(arrays["index_test"][0])
+    changed = values.copy()
+    changed[start + 10:] *= 1.3
+    again = series_predict.forecast(model, arrays | {"series": changed}, meta, "test", cpu)
+    np.testing.assert_allclose(again[:11], predicted[:11], rtol=1e-12)  # forecasts up to step start+10 saw no change
+    assert not np.allclose(again[11:], predicted[11:])
+    served = series_predict.serve(model, values[None, :start + 5], {"seq_length": 12, "differences": [1, 12],
+                                                                     "horizon": 1, "unit": "x"})
+    np.testing.assert_allclose(served, predicted[5:6], rtol=1e-6)
+    with pytest.raises(ValueError, match="at least 25 values"):
+        series_predict.serve(model, values[None, :20], {"seq_length": 12, "differences": [1, 12], "horizon": 1,
+                                                        "unit": "x"})
+
+
+def test_a_hybrid_competes_untrained_in_early_stopping_and_a_plain_model_does_not():
+    """Epoch 0 of a hybrid is its classical forecast alone: its validation loss is the mean squared residual."""
+    import torch
+
+    from stages.models import build_model
+    from stages.train import untrained
+
+    config = {"input_size": 1, "output_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
+    val = (torch.randn(6, 12, 1), torch.randn(6, 1))
+    start = untrained(build_model("series", "hybrid_rnn", config | {"classical": {}}), val, 4)
+    assert start["epoch"] == 0 and start["val_loss"] == pytest.approx(float(val[1].square().mean()))
+    assert untrained(build_model("series", "rnn", config), val, 4) is None

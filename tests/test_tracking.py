@@ -19,9 +19,9 @@ from stages import (
     text_train,
     tracking,
 )
-from stages.config import SeriesPreprocess
+from stages.config import SeriesBaseline, SeriesPreprocess
 from stages.files import content_sha256, save_checkpoint
-from stages.models import build_model
+from stages.models import SeedEnsemble, build_model
 from stages.serving import ServedModel
 
 
@@ -112,7 +112,7 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
     cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
                            differences=(1, 12))
     arrays, meta = series.windows(values, cfg, "passengers")
-    spec, example = series_train.serving(arrays, meta, None)
+    spec, example = series_train.serving(arrays, meta, series_task())
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
     model, served = log_and_load(local_store, "passengers", "series", "gru", config, spec, example)
     pipeline = series_predict.forecast(model, arrays, meta, "test", torch.device("cpu"))  # what evaluate scores
@@ -126,6 +126,45 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
     history[1, 3] = np.nan
     with pytest.raises(mlflow.exceptions.MlflowException, match=r"^expected finite values .*got nan in row 1 at position 3"):
         served.predict(history)
+
+
+def series_task(ensemble: bool = False):
+    """What serving and model_inputs read of a series task's params: the airline SARIMA, the ensemble choice."""
+    baseline = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
+                              sarima_log=True, ets_seasonal="none")
+    return SimpleNamespace(baseline=baseline, train=SimpleNamespace(ensemble=ensemble))
+
+
+def test_the_logged_hybrid_seed_ensemble_forecasts_real_values_as_evaluate_scores_it(local_store):
+    """A hybrid with two seeds, served as their mean: given the series up to each test step, the logged model
+    answers what evaluate scores."""
+    t = np.arange(120)
+    values = (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) * np.exp(np.random.default_rng(0).normal(0, 0.02, 120))
+    cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.1, scaler="minmax", log=True,
+                           differences=(1, 12))
+    arrays, meta = series.windows(values, cfg, "passengers")
+    task = series_task(ensemble=True)
+    spec, example = series_train.serving(arrays, meta, task)
+    config, _ = series_train.model_inputs("hybrid_gru", {"input_size": 1, "hidden_size": 4, "num_layers": 1,
+                                                         "dropout": 0.0, "output_size": 1}, arrays, meta, task)
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_model("series", "hybrid_gru", config).eval())
+        torch.nn.init.normal_(members[-1].head.weight)  # as if trained: each seed moves SARIMA's forecast its own way
+    checkpoint = local_store / "hybrid_gru.pt"
+    save_checkpoint(checkpoint, {"model": "hybrid_gru", "config": config, "state_dict": members[0].state_dict(),
+                                 "epoch": 1, "seed": 0, "seed_state_dicts": [m.state_dict() for m in members]})
+    with tracking.start_run("passengers", "hybrid_gru", "train@passengers", {}) as run:
+        tracking.log_training(members[0], {"epoch": 1, "val_loss": 0.5}, ServedModel("series", spec), example, checkpoint)
+    mlflow.set_tracking_uri(store.tracking_uri())
+    served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    pipeline = series_predict.forecast(SeedEnsemble(members), arrays, meta, "test", torch.device("cpu"))
+    kept = series_predict.forecast(members[0], arrays, meta, "test", torch.device("cpu"))
+    answers = [served.predict(values[None, :t])[0] for t in arrays["index_test"]]  # the series up to each step
+    np.testing.assert_allclose(answers, pipeline, rtol=1e-6)
+    assert not np.allclose(pipeline, kept)  # the mean of the seeds, not the kept seed
+    assert 50 < min(answers) and max(answers) < 1000  # real units
 
 
 def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_probabilities(local_store):
