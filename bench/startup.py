@@ -41,7 +41,8 @@ def main() -> None:
             other = Path(tmp) / "other"
             subprocess.run(["git", "worktree", "add", "-q", "--detach", str(other), args.against], cwd=ROOT, check=True)
         try:
-            print(f"{'stage':12s} {'this checkout':>14s}  imports" + (f"   | {args.against:>14s}  imports   ratio" if other else ""))
+            print(f"{'stage':12s} {'this checkout':>14s}  imports"
+                  + (f"   | {args.against:>14s}  imports   ratio" if other else ""))
             for stage in STAGES:
                 now, heavy = import_time(ROOT, stage, args.repeat)
                 line = f"{stage:12s} {now:13.2f}s  {heavy}"

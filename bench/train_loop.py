@@ -25,8 +25,8 @@ from stages import images_train, paths
 from stages.config import Train, load_params
 from stages.download import package_file
 from stages.images import read_idx
-from stages.models import build_model
 from stages.inference import pick_device
+from stages.models import build_model
 from stages.training import epoch_runner, loss_for, make_optimizer, seed_everything
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with

@@ -114,5 +114,5 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise PipelineError(f"{path}: checkpoint not found (run its train stage: dvc repro)") from None
-    except Exception as err:  # torch raises several types for a damaged file, and advises unsafe loading: not here
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a damaged file, and advises unsafe loading: not here
         raise PipelineError(f"{path}: corrupt checkpoint ({type(err).__name__}); re-run its train stage") from None

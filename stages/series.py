@@ -100,7 +100,8 @@ def windows(values: np.ndarray, cfg, task: str) -> tuple[dict, dict]:
         arrays[f"x_{split}"], arrays[f"y_{split}"] = make_windows(scaled, targets, cfg.seq_length, cfg.horizon)
         arrays[f"index_{split}"] = targets
     meta = {"unit": SERIES_COLUMNS[task][4], "scaler": scaler, "horizon": cfg.horizon, "log": cfg.log,
-            "differences": list(cfg.differences), "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
+            "differences": list(cfg.differences),
+            "shape": {"input_size": 1, "output_size": 1},  # one variable in, its next value out
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta
 

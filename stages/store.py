@@ -203,7 +203,7 @@ def _server_message(err) -> str:
 
     try:
         message = json.loads(err.read().decode("utf-8", "replace")).get("message", "")
-    except Exception:  # not MLflow's JSON (a proxy's error page, a cut body)
+    except Exception:  # noqa: BLE001 - not MLflow's JSON (a proxy's error page, a cut body)
         message = ""
     message = one_line(message or err.reason or "no message")
     return message if len(message) <= 200 else message[:197] + "..."

@@ -52,7 +52,7 @@ def _drop_empty_default(client) -> None:
     """A new store starts with an experiment `Default` that the pipeline never uses: the UI would open on it."""
     try:
         default = client.get_experiment("0")
-    except Exception:  # a server whose store has no experiment 0
+    except Exception:  # noqa: BLE001 - a server whose store has no experiment 0
         return
     if default.name == "Default" and default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
         client.delete_experiment("0")

@@ -111,7 +111,8 @@ def fit(model: nn.Module, train: tuple, val: tuple, cfg, generator: torch.Genera
         else:
             waited += 1
         shown = "  ".join(f"{k} {v:.4f}" for k, v in stats.items() if k != "epoch")
-        print(f"epoch {epoch:3d}/{cfg.epochs}  {shown}  {time.perf_counter() - started:.1f}s{'  *' if improved else ''}", flush=True)
+        mark = "  *" if improved else ""
+        print(f"epoch {epoch:3d}/{cfg.epochs}  {shown}  {time.perf_counter() - started:.1f}s{mark}", flush=True)
         if waited >= cfg.patience:
             print(f"early stop: no better val_loss for {cfg.patience} epochs; best epoch {best['epoch']}")
             break

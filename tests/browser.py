@@ -62,7 +62,7 @@ def chromium_path() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def chromium_version(path: str | None = None) -> str:
     """`chromium --version`, e.g. 'Chromium 150.0.7871.100 built on Debian GNU/Linux 12 (bookworm)'."""
     exe = path or _require()

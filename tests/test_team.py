@@ -511,7 +511,7 @@ def test_the_set_up_leaves_no_default_password_and_gives_each_user_its_grant(tea
     assert http_status(uri, SEARCH) == 401
     assert http_status(uri, SEARCH, ("admin", "password1234")) == 401  # older MLflow's default admin password
     assert http_status(uri, SEARCH, ("admin", ADMIN_PASSWORD)) == 200
-    for role, (name, password) in team.users.items():
+    for name, password in team.users.values():
         assert http_status(uri, SEARCH, (name, password)) == 200
     os.environ.update(login_env("admin", ADMIN_PASSWORD))
     try:
