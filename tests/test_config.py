@@ -147,3 +147,11 @@ def test_an_empty_params_file_says_so(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     with pytest.raises(PipelineError, match=r"params\.yaml: the file is empty"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_top_level_stage_key_says_keys_are_task_first(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"train": {"lr": 0.01}}  # `dvc exp run -S +train.lr=0.01`
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(PipelineError, match=r"unknown top-level key train: keys are task-first, <task>\.train\.<key> "
+                                            r"\(e\.g\. passengers\.train.*tasks: passengers, temperature"):
+        load_params(tmp_path / "params.yaml")

@@ -6,6 +6,8 @@ import sys
 import pytest
 
 from stages.config import ROOT
+from stages.errors import PipelineError
+from stages.files import load_arrays, load_checkpoint
 
 
 @pytest.mark.parametrize("body, argv, code, stream, text", [
@@ -21,3 +23,26 @@ def test_run_stage_exit_codes_and_output(body, argv, code, stream, text):
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == code
     assert getattr(done, stream) == text
+
+
+def test_corrupt_checkpoint_and_arrays_do_not_advise_unsafe_loading(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"garbage")
+    (tmp_path / "d.npz").write_bytes(b"garbage")
+    for load, name in ((load_checkpoint, "m.pt"), (load_arrays, "d.npz")):
+        with pytest.raises(PipelineError) as caught:
+            load(tmp_path / name)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name}: corrupt") and "weights_only" not in message
+        assert "allow_pickle" not in message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "passengers"], "error: generate continues text; passengers is a series task\n"),
+    (["evaluate", "foo"], "error: unknown task 'foo' (known: passengers, temperature, digits, flowers, transfer, text)\n"),
+])
+def test_stage_called_with_the_wrong_task_says_so_in_one_line(argv, message, tmp_path):
+    env = os.environ | {"DVC_ROOT": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", f"stages.{argv[0]}", *argv[1:]], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == message

@@ -1,57 +1,25 @@
 """stages.fetch against a real HTTP server on 127.0.0.1, so no test needs the internet."""
-import functools
 import hashlib
 import io
 import socket
 import tarfile
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from stages import fetch
 from stages.errors import PipelineError
+from stages.files import content_sha256
 
 PAYLOAD = b"pinned bytes\n" * 1000
 
 
-class Server:
-    """Serves files from `root` and records every requested path."""
-
-    def __init__(self, root):
-        requests = self.requests = []
-
-        class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self):
-                requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        # A short poll interval keeps shutdown, and so each test's teardown, fast.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.01,), daemon=True)
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self._httpd.server_port}/{name}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, file_server):
     root = tmp_path / "served"
     root.mkdir()
     (root / "data.bin").write_bytes(PAYLOAD)
-    with Server(root) as srv:
+    with file_server(root) as srv:
         yield srv
 
 
@@ -261,3 +229,27 @@ def test_unpinned_checksum_downloads_and_prints_the_sha256_to_pin(server, out_di
     dest = fetch.download(server.url("data.bin"), out_dir / "data.bin", "none")
     assert dest.read_bytes() == PAYLOAD
     assert f"sha256:{hashlib.sha256(PAYLOAD).hexdigest()}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("task", ["passengers", "temperature", "digits", "transfer", "text"])
+def test_the_bundled_sources_write_exactly_the_pinned_data(task, tmp_path, monkeypatch):
+    """preprocess refuses raw data whose digest differs from the pin: the pin must be what download writes."""
+    from stages import download, paths
+    from stages.preprocess import BUNDLED_SHA256
+
+    monkeypatch.chdir(tmp_path)
+    paths.raw_file(task).parent.mkdir(parents=True)
+    download.BUNDLED[task](paths.raw_file(task))
+    assert content_sha256(paths.raw(task)) == BUNDLED_SHA256[task]
+
+
+def test_content_digest_of_gzip_files_ignores_how_they_were_compressed(tmp_path):
+    import gzip
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.gz").write_bytes(gzip.compress(b"digits" * 100, compresslevel=9, mtime=0))
+    (tmp_path / "b" / "x.gz").write_bytes(gzip.compress(b"digits" * 100, compresslevel=1, mtime=123))
+    assert content_sha256(tmp_path / "a") == content_sha256(tmp_path / "b")
+    (tmp_path / "b" / "x.gz").write_bytes(gzip.compress(b"digits" * 99))
+    assert content_sha256(tmp_path / "a") != content_sha256(tmp_path / "b")

@@ -13,8 +13,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +60,11 @@ def flower_archive(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, file_server):
     folder = tmp_path_factory.mktemp("served")
     archive = flower_archive(folder)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
-    server.RequestHandlerClass.log_message = lambda *args: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/{archive.name}", hashlib.sha256(archive.read_bytes()).hexdigest()
-    server.shutdown()
+    with file_server(folder) as server:
+        yield server.url(archive.name), hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
 def tiny_params(params: dict, flowers_url: str, flowers_sha256: str) -> dict:

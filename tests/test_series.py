@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from stages import series, series_baselines, series_predict, series_train
-from stages.config import SeriesBaseline, SeriesPreprocess
+from stages.config import SeriesBaseline, SeriesPreprocess, load_params
 from stages.errors import PipelineError
 
 
@@ -279,3 +279,18 @@ def test_a_hybrid_competes_untrained_in_early_stopping_and_a_plain_model_does_no
     start = untrained(build_model("series", "hybrid_rnn", config | {"classical": {}}), val, 4)
     assert start["epoch"] == 0 and start["val_loss"] == pytest.approx(float(val[1].square().mean()))
     assert untrained(build_model("series", "rnn", config), val, 4) is None
+
+
+def test_a_header_only_series_csv_names_the_file(tmp_path):
+    path = tmp_path / "airline-passengers.csv"
+    path.write_text("Month,Passengers\n")
+    with pytest.raises(PipelineError, match=rf"{path}: no data rows"):
+        series.read_series(path, "passengers")
+
+
+def test_every_prepared_series_keeps_its_transform_in_meta():
+    """invert() needs log and differences from meta.json: preprocess writes them (a tiny series here)."""
+    values = np.arange(1.0, 41.0)
+    cfg = load_params().passengers.preprocess
+    _, meta = series.windows(values, cfg, "passengers")
+    assert meta["log"] == cfg.log and meta["differences"] == list(cfg.differences)

@@ -1,5 +1,9 @@
 """MLflow: the store is anchored at the repo root ($DVC_ROOT) whatever the working directory; evaluation adds to a
 finished run without reopening it; the logged model takes and returns real units, as the pipeline computes them."""
+import os
+import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import mlflow
@@ -194,3 +198,26 @@ def test_the_logged_language_model_takes_words_and_returns_the_next_words(local_
     assert answer["continuation"][0] == text_predict.decode(greedy, vocab) and answer["next_word"][0] == vocab[greedy[0]]
     assert all(len(c.split()) == 3 and "<unk>" not in c for c in answer["continuation"])
     assert ((0 < answer["probability"]) & (answer["probability"] < 1)).all()
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
+        pass  # creates the experiment
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process
+    client = mlflow.MlflowClient(store.tracking_uri())
+    experiment = client.get_experiment_by_name("passengers")
+    abandoned = client.create_run(experiment.experiment_id, tags={
+        "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
+    other = client.create_run(experiment.experiment_id, tags={  # another stage's, of a gone process: closed too
+        "dvc_stage": "scratch", "host": socket.gethostname(), "pid": str(dead.pid)})
+    alive = client.create_run(experiment.experiment_id, tags={  # a process still running: kept
+        "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(os.getpid())})
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
+        pass
+    mlflow.set_tracking_uri(None)
+    assert client.get_run(abandoned.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "KILLED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"

@@ -92,7 +92,7 @@ def test_resnet_finetune_trains_only_the_last_block_and_the_head():
     assert changed(*train_phase("finetune", 1, backbone="resnet18")) == {"blocks.4", "head"}
 
 
-def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch):
+def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch, file_server):
     """A tiny archive in the official layout, served over HTTP: the real download, md5 check, unpacking, reader
     and few-labels split, with the official test batch as the test split."""
     import hashlib
@@ -103,7 +103,6 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
     from stages import download, paths
     from stages.config import Download
     from stages.images import few_labels_split, read_cifar10
-    from tests.test_fetch import Server
 
     rng = np.random.default_rng(0)
     members = {"batches.meta": {b"label_names": [b"airplane", b"automobile", b"bird"]}}
@@ -120,7 +119,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch)
     served.mkdir()
     (served / "cifar-10-python.tar.gz").write_bytes(archive.getvalue())
     monkeypatch.chdir(tmp_path)
-    with Server(served) as server:
+    with file_server(served) as server:
         cfg = Download(source="url", url=server.url("cifar-10-python.tar.gz"),
                        checksum="md5:" + hashlib.md5(archive.getvalue()).hexdigest())
         dest = paths.raw("transfer") / paths.CIFAR_FOLDER

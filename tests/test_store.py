@@ -1,0 +1,77 @@
+"""stages/store.py: a store this machine cannot use stops a stage before any work, in one line naming it (an
+unreachable server, a corrupt or unwritable mlflow.db, an unwritable folder)."""
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from stages import store, tracking
+from stages.errors import PipelineError
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_variable(monkeypatch):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setattr(store, "TEAM_SERVER", uri)
+    started = time.perf_counter()
+    with pytest.raises(PipelineError, match=rf"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer"):
+        store.check_store()
+    assert time.perf_counter() - started < 10
+
+
+def test_a_corrupt_mlflow_db_is_one_line_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "mlflow.db").write_bytes(b"this is not sqlite" * 100)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
+    with pytest.raises(PipelineError, match=r"mlflow\.db: not a usable MLflow store"):
+        store.check_store()
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """`path` unwritable even for root (CI runs as root): the immutable flag where the filesystem has it, else
+    the mode bits (enough for other users)."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip(f"chattr +i does not work on {path}'s filesystem")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+
+
+@pytest.mark.parametrize("target", ["mlflow.db", "mlartifacts/passengers", "."])
+def test_an_unwritable_store_stops_the_stage_before_training(tmp_path, monkeypatch, target):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
+    with tracking.start_run("passengers", "lstm", "train@passengers", {}):
+        pass  # makes mlflow.db and the experiment
+    mlflow.set_tracking_uri(None)
+    (tmp_path / "mlartifacts" / "passengers").mkdir(parents=True, exist_ok=True)
+    store.check_store("passengers")  # writable: passes
+    with read_only(tmp_path / target), pytest.raises(PipelineError, match=r"cannot write the MLflow store"):
+        store.check_store("passengers")
+
+
+def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
+    folder = tmp_path / "models" / "passengers"
+    folder.mkdir(parents=True)
+    with read_only(folder), pytest.raises(PipelineError, match=rf"{folder}: cannot write checkpoints"):
+        store.writable_folder(folder, "checkpoints and histories")
