@@ -24,6 +24,7 @@ class Results:
     histories: dict  # model -> columns of its history.csv, as floats
     predictions: dict  # model -> columns of its test predictions csv, as strings
     baseline_predictions: dict  # columns of the baselines' predictions csv, as strings
+    interpolated: dict  # text: each network mixed with the Kneser-Ney baseline -> its test metrics, else empty
 
 
 def learning_curves(histories: dict[str, dict], metric: str, title: str):

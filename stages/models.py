@@ -170,15 +170,27 @@ class ImageNetClassifier(nn.Module):
 
 
 class RecurrentLanguageModel(nn.Module):
-    """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction."""
+    """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction.
 
-    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, dropout: float):
+    tie_embeddings: the softmax layer's weight matrix is the embedding matrix (Press & Wolf 2017; Inan et al. 2017),
+    one V x H matrix instead of two, which helps on small corpora; it needs embedding_dim = hidden_size. The shared
+    matrix starts uniform in +-0.1 (PyTorch's word_language_model example): the embedding's N(0, 1) start would
+    give the first logits a spread of about sqrt(H).
+    """
+
+    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, dropout: float,
+                 tie_embeddings: bool = False):
         super().__init__()
+        if tie_embeddings and embedding_dim != hidden_size:
+            raise ValueError(f"tied embeddings need embedding_dim = hidden_size, got {embedding_dim} and {hidden_size}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.rnn = RECURRENT_CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                          dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
+        if tie_embeddings:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            self.head.weight = self.embedding.weight  # (V, H): one parameter, two uses
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T) word ids, pre-padded with 0
         out, _ = self.rnn(self.embedding(x))  # (B, T, H)

@@ -25,7 +25,7 @@ from stages.files import (
 
 def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
     """Markdown: the test metrics of models and baselines, the figures, generated text, and the params."""
-    rows = {**{f"{b} (baseline)": v for b, v in results.baselines.items()}, **results.metrics}
+    rows = {**{f"{b} (baseline)": v for b, v in results.baselines.items()}, **results.metrics, **results.interpolated}
     keys = [k for k, v in next(iter(results.metrics.values())).items() if isinstance(v, float)]
     lines = [f"# {results.task}", "", "## Test split", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys) + " |" for name, v in rows.items()]
@@ -40,7 +40,8 @@ def summary(results: figures.Results, headline: str, lower_is_better: bool) -> d
     """The headline test metric of every model and of the best baseline, under names unique across tasks
     (`dvc exp show` then shows them without file prefixes): {task: {metric: {model: value, baseline_<name>: value}}}."""
     best = (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
-    scores = {m: v[headline] for m, v in results.metrics.items()} | {f"baseline_{best}": results.baselines[best][headline]}
+    scores = ({m: v[headline] for m, v in (results.metrics | results.interpolated).items()} |
+              {f"baseline_{best}": results.baselines[best][headline]})
     return {results.task: {headline: scores}}
 
 
@@ -57,7 +58,8 @@ def main(argv: list[str]) -> None:
         baselines=read_json(paths.baseline_metrics(task)),
         histories={m: {k: [float(v) for v in column] for k, column in h.items()} for m, h in histories.items()},
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
-        baseline_predictions=read_columns(paths.baseline_predictions(task)))
+        baseline_predictions=read_columns(paths.baseline_predictions(task)),
+        interpolated=read_json(paths.interpolated_metrics(task)) if paths.interpolated_metrics(task).exists() else {})
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}
     kind = kinds.code(task_cfg.kind, "figures")
     out |= kind.figures(results, data, meta, task_cfg, params.seed)

@@ -148,6 +148,7 @@ def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[
         "evaluate": {"outs": {paths.model_metrics(task, model).parent, paths.predictions(task, model).parent},
                      "data": {paths.prepared(task), paths.checkpoints(task)}},
         "generate": {"outs": {paths.samples(task)}, "data": {paths.prepared(task), paths.checkpoints(task)}},
+        "interpolate": {"outs": {paths.interpolated_metrics(task)}, "data": {paths.prepared(task), paths.checkpoints(task)}},
         "plot": {"outs": {paths.figures(task), paths.report(task)}, "metrics": {paths.summary(task)},
                  "data": {paths.prepared(task), Path("metrics") / task, Path("plots") / task}},
         "log": {"outs": {paths.logged(task)}, "data": {paths.checkpoints(task), Path("metrics") / task,

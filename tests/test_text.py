@@ -114,7 +114,7 @@ def test_bigram_interpolates_and_counts_no_pair_across_lines():
 def test_top_ids_break_ties_by_the_lower_id_on_every_cpu():
     # 63 tied entries: argpartition (the previous code) kept ids 1-4 and 6 on an AVX-512 machine, skipping 5
     probs = np.array([[0.1] + [0.3] * 63, [0.3] * 63 + [0.4]])
-    assert text_baselines._top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
+    assert text.top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
 
 
 def test_language_metrics_by_hand():
