@@ -374,7 +374,8 @@ class Params:
 
     def __post_init__(self):
         _require(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
-        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)  # the tasks that train several
+        # the tasks that train several
+        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)
         _require(0 <= self.seed and self.seed + most_seeds - 1 < 2**32,  # NumPy's seed range, with seed + k for k seeds
                  f"seed must be in [0, 2**32 - {most_seeds}] (a task trains {most_seeds} seeds from it), got {self.seed}")
         for name, kind in self.tasks.items():

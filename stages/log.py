@@ -36,8 +36,8 @@ def main(argv: list[str]) -> None:
             continue
         found += 1
         # forecasters also report the validation split, under val_; the spread over seeds under test_seeds_
-        tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in ("validation", "seeds", "kn_mixture")},
-                            "test_")
+        nested = ("validation", "seeds", "kn_mixture")
+        tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in nested}, "test_")
         tracking.add_to_run(run_id, metrics.get("seeds", {}), "test_seeds_")
         tracking.add_to_run(run_id, metrics.get("validation", {}), "val_")
         mixture = metrics.get("kn_mixture", {})  # text: test_kn_perplexity, val_kn_weight (lambda), ...

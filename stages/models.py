@@ -180,8 +180,8 @@ class RecurrentLanguageModel(nn.Module):
     docs/tuning.md).
     """
 
-    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, dropout: float,
-                 tie_embeddings: bool = False):
+    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int,
+                 dropout: float, tie_embeddings: bool = False):
         super().__init__()
         if tie_embeddings and embedding_dim != hidden_size:
             raise ValueError(f"tied embeddings need embedding_dim = hidden_size, got {embedding_dim} and {hidden_size}")

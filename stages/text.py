@@ -185,7 +185,7 @@ def kn_discounts(counts) -> tuple[float, float, float]:
         return FALLBACK_DISCOUNTS
     y = n[1] / (n[1] + 2 * n[2])
     discounts = tuple(float(r - (r + 1) * y * n[r + 1] / n[r]) for r in (1, 2, 3))
-    return discounts if all(0 <= d <= r for r, d in zip((1, 2, 3), discounts)) else FALLBACK_DISCOUNTS
+    return discounts if all(0 <= d <= r for r, d in zip((1, 2, 3), discounts, strict=True)) else FALLBACK_DISCOUNTS
 
 
 def kneser_ney(tokens: np.ndarray, line_lengths: np.ndarray, vocab_size: int, order: int) -> dict:

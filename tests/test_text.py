@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from stages import text, text_baselines, text_predict
+from stages import generate, text, text_baselines, text_predict
 from stages.config import TextBaseline, TextPreprocess
-from stages.models import build_model
 from stages.errors import PipelineError
+from stages.models import build_model
 
 
 def lines_of(doc: str, n: int) -> list[str]:
@@ -255,7 +255,8 @@ def test_validation_picks_the_kneser_ney_order():
     model, val_perplexity = text.fit_kneser_ney(data, 5, (2, 3))
     p2, p3 = kn_by_hand(2, data["x_val"].tolist()), kn_by_hand(3, data["x_val"].tolist())
     assert val_perplexity[2] == pytest.approx(np.exp(-np.mean(np.log(p2[[0, 1], [C, A]]))))
-    assert model["order"] == min((2, 3), key=val_perplexity.get)
+    assert val_perplexity[3] == pytest.approx(np.exp(-np.mean(np.log(p3[[0, 1], [C, A]]))))
+    assert val_perplexity[3] < val_perplexity[2] and model["order"] == 3
 
 
 def test_interpolated_score_picks_lambda_on_validation_by_hand():
@@ -314,3 +315,17 @@ def test_test_lines_change_no_count_order_weight_or_lambda(tmp_path, monkeypatch
     for name in ("bigram", "kn"):
         assert b1[name]["validation"] == b2[name]["validation"]
     assert i1["validation"] == i2["validation"]
+
+
+def test_generate_samples_from_the_mixture_of_network_and_kneser_ney():
+    tokens = np.array([i for line in KN_LINES for i in line])
+    kn = text.kneser_ney(tokens, np.array([len(line) for line in KN_LINES]), 5, 2)
+    net = build_model("text", "gru", {"vocab_size": 5, "embedding_dim": 4, "hidden_size": 4, "num_layers": 1,
+                                      "dropout": 0.0}).eval()
+    x = torch.tensor([[0, A, B]])
+    with torch.no_grad():
+        p_net, p_kn = torch.softmax(net(x).double(), dim=1), kn_by_hand(2, [[0, A, B]])[0]
+        assert torch.exp(generate.mixture(net, kn, 1.0)(x))[0].tolist() == pytest.approx(p_net[0].tolist())
+        assert torch.exp(generate.mixture(net, kn, 0.0)(x))[0].tolist() == pytest.approx(p_kn.tolist())
+        mixed = torch.exp(generate.mixture(net, kn, 0.3)(x))[0]
+    assert mixed.tolist() == pytest.approx((0.3 * p_net[0] + 0.7 * torch.from_numpy(p_kn)).tolist())
