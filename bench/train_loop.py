@@ -5,13 +5,13 @@ data/raw/digits when present; `--size 60000` tiles them to MNIST's size), same d
 reference is the original `fit()` pattern: a torchvision-style Dataset turning each uint8 image into a PIL
 image, then ToTensor + Normalize per sample, a shuffling DataLoader (batch 64, `--workers` workers), and
 `.item()` after every step. Ours keeps the normalised data set as one tensor on the device: on CUDA the
-captured, sync-free step of stages/training.py (CudaEpochs), on CPU the eager loop (train_epoch). Ours runs
+captured, sync-free step of stages/cuda_graph.py, on CPU the eager loop of stages/epochs.py. Ours runs
 at every `--batch-sizes` entry (the default recipe's 32, and on CUDA a GPU recipe), with and without the
 digits augmentation of params.yaml; `--eager` adds the CUDA step run without graph capture (first batch size). Warm-up (cuDNN
 autotuning, graph capture) is timed apart and left out of images/s.
 
 Usage: python -m bench.train_loop [--device auto|cpu|cuda] [--size N] [--epochs N] [--workers N]
-                                  [--batch-sizes 32 1024] [--eager]
+                                  [--batch-sizes 32 1024] [--eager] [--compile]
 """
 import argparse
 import gzip
@@ -27,7 +27,7 @@ from stages.download import package_file
 from stages.images import read_idx
 from stages.models import build_model
 from stages.inference import pick_device
-from stages.training import CudaEpochs, _prepare, loss_for, make_optimizer, seed_everything, train_epoch
+from stages.training import epoch_runner, loss_for, make_optimizer, seed_everything
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
 GPU_RECIPE_BATCH = 1024  # the GPU recipe's batch size (docs/gpu.md)
@@ -96,38 +96,38 @@ def digits_augmenter():
     return images_train.augmenter(task_cfg, {"mean": [MEAN], "std": [STD]})
 
 
-def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True) -> tuple[float, float, str]:
-    """(seconds per epoch, warm-up seconds, how it ran) of this project's loop."""
+def ours(x, y, device, batch: int, augment, epochs: int, capture: bool = True,
+         compile_model: bool = False) -> tuple[float, float, str, int]:
+    """(seconds per epoch, warm-up seconds, how it ran, images trained per epoch) of this project's loop, through the
+    pipeline's own runner. On CUDA the ragged rest of each epoch (fewer than one batch) is not trained, nor counted."""
     generator = seed_everything(0)
     config = {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}
-    model = build_model("images", "cnn2", config).to(device)
-    _prepare(model, device, x)
     cfg = Train(lr=0.001, batch_size=batch, epochs=epochs, patience=epochs, weight_decay=0.0, lr_schedule="constant")
-    optimizer, loss_fn = make_optimizer(model.parameters(), cfg, device), loss_for(y)
-    started = time.perf_counter()
-    if device.type == "cuda":
-        runner = CudaEpochs(model, x, y, loss_fn, optimizer, batch, 0, augment, capture=capture)
-        warmup, how = runner.warmup_seconds, "graph" if runner.graph is not None else "eager"
-        if capture and runner.graph is None:
-            print(f"  ({runner.describe()})")
-        run = runner.epoch_stats
-    else:
-        tiny = (x[:batch], y[:batch])
-        train_epoch(model, *tiny, loss_fn, optimizer, batch, generator, augment)  # warm-up: oneDNN primitives
-        model = build_model("images", "cnn2", config).to(device)  # and a fresh model for the timed epochs
-        _prepare(model, device, x)
+    loss_fn = loss_for(y)
+
+    def runner(x, y):
+        model = build_model("images", "cnn2", config).to(device)
         optimizer = make_optimizer(model.parameters(), cfg, device)
-        warmup, how = time.perf_counter() - started, "eager"
-        run = lambda: train_epoch(model, x, y, loss_fn, optimizer, batch, generator, augment)  # noqa: E731
+        if compile_model:  # Inductor fuses the layers' elementwise work; the runner's warm-up triggers the compile
+            model = torch.compile(model)
+        return epoch_runner(model, x, y, loss_fn, optimizer, batch, generator, augment, capture)
+
+    started = time.perf_counter()
+    if device.type != "cuda":  # CPU warm-up (oneDNN primitives) on one batch; CUDA warms up inside its runner
+        runner(x[:batch], y[:batch]).stats()
+    run = runner(x, y)  # a fresh model for the timed epochs
+    warmup, how = time.perf_counter() - started, "graph" if getattr(run, "graph", None) is not None else "eager"
+    if capture and device.type == "cuda" and how == "eager":
+        print(f"  ({run.describe()})")
     sync(device)
     started = time.perf_counter()
     for _ in range(epochs):
-        loss, _ = run()
+        loss, _ = run.stats()
     sync(device)
     seconds = (time.perf_counter() - started) / epochs
     if not np.isfinite(loss):
         raise SystemExit(f"training diverged (loss {loss})")
-    return seconds, warmup, how
+    return seconds, warmup, how, run.steps * run.batch if hasattr(run, "steps") else len(x)
 
 
 def main() -> None:
@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--reference-batch", type=int, default=64, help="the reference loop's batch (the original: 64)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                         help=f"our loop's batch sizes (default: 32, and on CUDA also {GPU_RECIPE_BATCH})")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each batch size with the model compiled by torch.compile (Inductor), captured")
     parser.add_argument("--eager", action="store_true",
                         help="also time the CUDA step without graph capture, at the first batch size")
     args = parser.parse_args()
@@ -165,28 +167,31 @@ def main() -> None:
     reference_epoch(model, loader, device)
     sync(device)
     reference = time.perf_counter() - started
-    rows = [(f"reference: DataLoader, PIL per sample, {args.workers} workers", args.reference_batch, "no", reference, 0.0)]
+    rows = [(f"reference: DataLoader, PIL per sample, {args.workers} workers", args.reference_batch, "no", reference, 0.0,
+             len(labels))]
     print(f"{rows[0][0]}: {reference:.2f} s/epoch", flush=True)
 
     x = ((torch.from_numpy(images).float() / 255 - MEAN) / STD)[:, None].to(device)  # (N, 1, 28, 28), once
     y = torch.from_numpy(labels).to(device)
     augment = digits_augmenter()
-    variants = [(b, a, True) for b in batches for a in (False, True)]
+    variants = [(b, a, True, False) for b in batches for a in (False, True)]
     if args.eager and device.type == "cuda":
-        variants += [(batches[0], a, False) for a in (False, True)]
-    for batch, augmented, capture in variants:
-        seconds, warmup, how = ours(x, y, device, batch, augment if augmented else None, args.epochs, capture)
-        label = f"ours ({how})"
-        rows.append((label, batch, "yes" if augmented else "no", seconds, warmup))
+        variants += [(batches[0], a, False, False) for a in (False, True)]
+    if args.compile:
+        variants += [(b, a, True, True) for b in batches for a in (False, True)]
+    for batch, augmented, capture, compiled in variants:
+        seconds, warmup, how, used = ours(x, y, device, batch, augment if augmented else None, args.epochs, capture,
+                                          compiled)
+        label = f"ours ({how}{', compiled' if compiled else ''})"
+        rows.append((label, batch, "yes" if augmented else "no", seconds, warmup, used))
         print(f"{label}, batch {batch}, augment {'yes' if augmented else 'no'}: {seconds:.3f} s/epoch "
               f"(warm-up {warmup:.2f} s)", flush=True)
 
-    n = len(labels)
     print(f"\n{'loop':<46s} {'batch':>5s} {'augment':>7s} {'s/epoch':>8s} {'images/s':>10s} {'vs reference':>12s} "
           f"{'warm-up s':>9s}")
-    for label, batch, augmented, seconds, warmup in rows:
-        print(f"{label:<46s} {batch:>5d} {augmented:>7s} {seconds:>8.3f} {n / seconds:>10,.0f} "
-              f"{reference / seconds:>11.2f}x {warmup:>9.2f}")
+    for label, batch, augmented, seconds, warmup, used in rows:  # images/s counts the images trained
+        print(f"{label:<46s} {batch:>5d} {augmented:>7s} {seconds:>8.3f} {used / seconds:>10,.0f} "
+              f"{(used / seconds) / (len(labels) / reference):>11.2f}x {warmup:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,11 @@ params.yaml is task-first (`passengers.train.lr`), so each DVC stage can declare
 A check in __post_init__ raises ValueError("<key> must ..."); load_params() turns it into a PipelineError
 that names the full key (`params.yaml: passengers.train.lr must be > 0, got -1`).
 """
-import re
 import typing
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 
-import yaml
-
+from stages import loader
 from stages.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +19,26 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _at_least(cfg, low, *names: str) -> None:
+    """Each named field of cfg is >= low."""
+    for name in names:
+        value = getattr(cfg, name)
+        _require(value >= low, f"{name} must be >= {low}, got {value}")
+
+
+def _fraction(cfg, *names: str, zero: bool = False) -> None:
+    """Each named field of cfg is in (0, 1), or [0, 1) with zero=True."""
+    for name in names:
+        value = getattr(cfg, name)
+        _require((0 <= value if zero else 0 < value) and value < 1,
+                 f"{name} must be in {'[' if zero else '('}0, 1), got {value}")
+
+
+def _one_of(cfg, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    _require(value in options, f"{name} must be {', '.join(options[:-1])} or {options[-1]}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Download:
     source: str  # "bundled" (ships in a pip package, offline) or "url" (the official full data set)
@@ -28,7 +46,7 @@ class Download:
     checksum: str  # "sha256:<hex>" or "md5:<hex>"
 
     def __post_init__(self):
-        _require(self.source in ("bundled", "url"), f"source must be bundled or url, got {self.source!r}")
+        _one_of(self, "source", ("bundled", "url"))
 
 
 @dataclass(frozen=True)
@@ -42,15 +60,13 @@ class SeriesPreprocess:
     differences: tuple[int, ...]  # lags differenced away before windowing, in order (12: seasonal, 1: first)
 
     def __post_init__(self):
-        _require(self.seq_length >= 1, f"seq_length must be >= 1, got {self.seq_length}")
-        _require(self.horizon >= 1, f"horizon must be >= 1, got {self.horizon}")
+        _at_least(self, 1, "seq_length", "horizon")
         _require(all(lag >= self.horizon for lag in self.differences),
                  f"differences must all be >= horizon ({self.horizon}): a forecast may use only values it has seen, "
                  f"got {list(self.differences)}")
-        _require(0 < self.val_ratio < 1, f"val_ratio must be in (0, 1), got {self.val_ratio}")
-        _require(0 < self.test_ratio < 1, f"test_ratio must be in (0, 1), got {self.test_ratio}")
+        _fraction(self, "val_ratio", "test_ratio")
         _require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
-        _require(self.scaler in ("minmax", "standard"), f"scaler must be minmax or standard, got {self.scaler!r}")
+        _one_of(self, "scaler", ("minmax", "standard"))
 
 
 @dataclass(frozen=True)
@@ -63,11 +79,10 @@ class SeriesBaseline:
     ets_seasonal: str  # Holt-Winters (additive trend) with an "add" or "mul" season, or "none"
 
     def __post_init__(self):
-        _require(self.season >= 0, f"season must be >= 0, got {self.season}")
-        _require(self.ridge_alpha >= 0, f"ridge_alpha must be >= 0, got {self.ridge_alpha}")
+        _at_least(self, 0, "season", "ridge_alpha")
         _require(len(self.sarima_order) in (0, 3) and len(self.sarima_seasonal_order) in (0, 3),
                  "sarima_order and sarima_seasonal_order must be [p, d, q] / [P, D, Q] or []")
-        _require(self.ets_seasonal in ("add", "mul", "none"), f"ets_seasonal must be add, mul or none, got {self.ets_seasonal!r}")
+        _one_of(self, "ets_seasonal", ("add", "mul", "none"))
         _require((not self.sarima_seasonal_order and self.ets_seasonal == "none") or self.season >= 2,
                  "a seasonal SARIMA or ETS baseline needs season >= 2")
 
@@ -79,9 +94,8 @@ class RecurrentModel:
     dropout: float
 
     def __post_init__(self):
-        _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
-        _require(self.num_layers >= 1, f"num_layers must be >= 1, got {self.num_layers}")
-        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _at_least(self, 1, "hidden_size", "num_layers")
+        _fraction(self, "dropout", zero=True)
 
 
 @dataclass(frozen=True)
@@ -95,11 +109,9 @@ class Train:
 
     def __post_init__(self):
         _require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        _require(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _require(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
-        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _one_of(self, "lr_schedule", ("constant", "cosine"))
+        _at_least(self, 1, "batch_size", "epochs", "patience")
+        _at_least(self, 0, "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ class SeriesTrain(Train):
 
     def __post_init__(self):
         super().__post_init__()
-        _require(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        _at_least(self, 1, "seeds")
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,7 @@ class FileSetDownload:
     checksums: dict[str, str]  # file name -> "sha256:<hex>" or "md5:<hex>"
 
     def __post_init__(self):
-        _require(self.source in ("bundled", "url"), f"source must be bundled or url, got {self.source!r}")
+        _one_of(self, "source", ("bundled", "url"))
 
 
 @dataclass(frozen=True)
@@ -140,9 +152,8 @@ class ImagePreprocess:
     split_seed: int  # seeds the stratified splits
 
     def __post_init__(self):
-        _require(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
-        _require(0 < self.val_ratio < 1, f"val_ratio must be in (0, 1), got {self.val_ratio}")
-        _require(0 < self.test_ratio < 1, f"test_ratio must be in (0, 1), got {self.test_ratio}")
+        _at_least(self, 8, "image_size")
+        _fraction(self, "val_ratio", "test_ratio")
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,7 @@ class ClassifierBaseline:
     max_iter: int  # iterations of the logistic-regression baseline
 
     def __post_init__(self):
-        _require(self.max_iter >= 1, f"max_iter must be >= 1, got {self.max_iter}")
+        _at_least(self, 1, "max_iter")
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ class ImageModel:
     dropout: float
 
     def __post_init__(self):
-        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _fraction(self, "dropout", zero=True)
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,7 @@ class Augment:
                  f"crop_scale must be [min, max] with 0 < min <= max <= 1, got {list(self.crop_scale)}")
         _require(0 <= self.rotation <= 180, f"rotation must be in [0, 180] degrees (images turn by +-rotation), "
                                             f"got {self.rotation}")
-        _require(0 <= self.jitter < 1, f"jitter must be in [0, 1), got {self.jitter}")
+        _fraction(self, "jitter", zero=True)
         _require(self.elastic >= 0 and self.elastic_sigma > 0,
                  f"elastic must be >= 0 and elastic_sigma > 0, got {self.elastic} and {self.elastic_sigma}")
 
@@ -216,9 +227,8 @@ class TransferPreprocess:
     split_seed: int  # seeds which images are the labelled ones
 
     def __post_init__(self):
-        _require(self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}")
-        _require(self.train_per_class >= 1, f"train_per_class must be >= 1, got {self.train_per_class}")
-        _require(self.val_per_class >= 1, f"val_per_class must be >= 1, got {self.val_per_class}")
+        _at_least(self, 8, "image_size")
+        _at_least(self, 1, "train_per_class", "val_per_class")
 
 
 @dataclass(frozen=True)
@@ -227,7 +237,7 @@ class Finetune(Train):
 
     def __post_init__(self):
         super().__post_init__()
-        _require(self.unfreeze_blocks >= 1, f"unfreeze_blocks must be >= 1, got {self.unfreeze_blocks}")
+        _at_least(self, 1, "unfreeze_blocks")
 
 
 @dataclass(frozen=True)
@@ -238,12 +248,11 @@ class TransferModel:
     dropout: float  # vgg16/resnet18: dropout in the new head
 
     def __post_init__(self):
-        _require(self.backbone in ("cnn", "vgg16", "resnet18"),
-                 f"backbone must be cnn, vgg16 or resnet18, got {self.backbone!r}")
+        _one_of(self, "backbone", ("cnn", "vgg16", "resnet18"))
         _require(self.input_size >= 32 and self.input_size % 32 == 0,
                  f"input_size must be a multiple of 32 (VGG16 halves the image 5 times), got {self.input_size}")
-        _require(self.hidden_size >= 1, f"hidden_size must be >= 1, got {self.hidden_size}")
-        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _at_least(self, 1, "hidden_size")
+        _fraction(self, "dropout", zero=True)
 
 
 @dataclass(frozen=True)
@@ -276,10 +285,10 @@ class TextPreprocess:
     test_ratio: float
 
     def __post_init__(self):
-        _require(self.min_count >= 1, f"min_count must be >= 1, got {self.min_count}")
+        _at_least(self, 1, "min_count")
         _require(self.max_vocab >= 0, f"max_vocab must be >= 0 (0: no cap), got {self.max_vocab}")
-        _require(self.sequences in ("prefix", "window"), f"sequences must be prefix or window, got {self.sequences!r}")
-        _require(self.max_len >= 1, f"max_len must be >= 1, got {self.max_len}")
+        _one_of(self, "sequences", ("prefix", "window"))
+        _at_least(self, 1, "max_len")
         _require(0 < self.val_ratio < 1 and 0 < self.test_ratio < 1 and self.val_ratio + self.test_ratio < 1,
                  "val_ratio and test_ratio must be in (0, 1) with a sum < 1")
 
@@ -307,7 +316,7 @@ class Generate:
     temperature: float  # > 0: the sampled continuation's temperature (the greedy one is always written too)
 
     def __post_init__(self):
-        _require(self.n_words >= 1, f"n_words must be >= 1, got {self.n_words}")
+        _at_least(self, 1, "n_words")
         _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
 
 
@@ -373,7 +382,7 @@ class Params:
     text: TextTask
 
     def __post_init__(self):
-        _require(self.device in ("auto", "cpu", "cuda", "mps"), f"device must be auto, cpu, cuda or mps, got {self.device!r}")
+        _one_of(self, "device", ("auto", "cpu", "cuda", "mps"))
         # the tasks that train several
         most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)
         _require(0 <= self.seed and self.seed + most_seeds - 1 < 2**32,  # NumPy's seed range, with seed + k for k seeds
@@ -412,80 +421,13 @@ TASK_NAMES = tuple(f.name for f in fields(Params) if is_dataclass(typing.get_typ
 STAGE_KEYS = {f.name for name in TASK_NAMES for f in fields(typing.get_type_hints(Params)[name])}
 
 
-def _convert(value, kind, where: str):
-    """Check `value` against the annotation `kind`, recursing into dataclasses, tuples and dicts."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if is_dataclass(kind):
-        return _build(kind, value, where)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise PipelineError(f"params.yaml: {where} must be a list, got {value!r}")
-        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise PipelineError(f"params.yaml: {where} must be a mapping, got {value!r}")
-        return {k: _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str) and FLOAT.fullmatch(value):
-        return float(value)  # 1e-3: YAML 1.1 (PyYAML) reads it as a string, YAML 1.2 (DVC) as the number meant
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise PipelineError(f"params.yaml: {where} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _build(cls, raw, where: str):
-    if not isinstance(raw, dict):
-        raise PipelineError(f"params.yaml: {where or 'the file'} must be a mapping, got {raw!r}")
-    prefix = f"{where}." if where else ""
-    names = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in names and not where and key in STAGE_KEYS:  # e.g. `dvc exp run -S +train.lr=0.01`
-            raise PipelineError(f"params.yaml: unknown top-level key {key}: keys are task-first, <task>.{key}.<key> "
-                                f"(e.g. passengers.{key}, digits.{key}); tasks: {', '.join(TASK_NAMES)}")
-        if key not in names:
-            raise PipelineError(f"params.yaml: unknown key {prefix}{key}")
-    for name in names:
-        if name not in raw:
-            raise PipelineError(f"params.yaml: missing key {prefix}{name}")
-    hints = typing.get_type_hints(cls)
-    values = {name: _convert(raw[name], hints[name], prefix + name) for name in names}
-    try:
-        return cls(**values)
-    except ValueError as err:
-        raise PipelineError(f"params.yaml: {prefix}{err}") from None
-
-
-FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys; DVC refuses the file: refuse it here too, naming the key."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _first_lines(err: yaml.YAMLError) -> str:
-    """The problem and where it is (`duplicate key 'lr' in "params.yaml", line 50`) on one line."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return f"{problem}, line {mark.line + 1}" if mark else problem
+def _task_first(key: str) -> str | None:
+    """What an unknown top-level key that is a stage's section means: a slip from task-first keys."""
+    if key in STAGE_KEYS:
+        return (f"keys are task-first, <task>.{key}.<key> (e.g. passengers.{key}, digits.{key}); "
+                f"tasks: {', '.join(TASK_NAMES)}")
+    return None
 
 
 def load_params(path: Path = ROOT / "params.yaml") -> Params:
-    try:
-        raw = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML ({_first_lines(err)})") from None
-    if raw is None:
-        raise PipelineError(f"{path}: the file is empty; it holds every param of the pipeline (git checkout -- {path.name})")
-    return _build(Params, raw, "")
+    return loader.load(Path(path), Params, _task_first)

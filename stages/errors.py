@@ -17,7 +17,7 @@ def run_stage(main, usage: str, argv=None):
     <model>") or a PipelineError becomes one line on stderr and exit code 2.
 
     A finished stage leaves with os._exit: the interpreter's own teardown of torch and MLflow (thousands of
-    modules) took 1.5-3 s per stage, over 80 s of a full `dvc repro`, after every output was already written.
+    modules) costs seconds per stage after every output is already written (docs/speed.md).
     Nothing is lost by skipping it: outputs are renamed into place by atomic_path, MLflow runs are closed by
     their `with` blocks, and the streams are flushed here.
     """

@@ -5,8 +5,8 @@ import numpy as np
 
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend (no display on servers and in CI), imported on first use: it takes
-    ~0.4 s that only the plot stage needs, and every stage imports this module through the kind modules."""
+    """matplotlib's pyplot on the Agg backend (no display on servers and in CI), imported on first use: only the plot
+    stage needs it, and every stage imports this module through the kind modules (cost: docs/speed.md)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,8 +86,8 @@ def confusion(matrix: np.ndarray, classes: list[str], title: str):
 
 def image_grid(images: np.ndarray, labels: list[str], colors: list[str], ncols: int, title: str = ""):
     """uint8 images (N, H, W) or (N, H, W, 3) tiled into one picture on white paper, each labelled above in its
-    colour (green right, red wrong). One axes for the whole grid: 25 small titled axes took matplotlib ~1.5 s a
-    figure to lay out and save, this takes ~0.3 s."""
+    colour (green right, red wrong). One axes for the whole grid: 25 small titled axes are several times slower for
+    matplotlib to lay out and save (docs/speed.md)."""
     n, height, width = images.shape[:3]
     nrows = -(-n // ncols)
     label_space, gap = height // 3, width // 8  # room above each image for its label, and between columns

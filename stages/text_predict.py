@@ -9,12 +9,16 @@ from stages.text import PAD, UNK, encode, language_metrics, tensors, tokenize, t
 
 
 def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
-    """Test cross-entropy, perplexity and next-word accuracies; the actual and top predicted word of every example."""
+    """Test cross-entropy, perplexity and next-word accuracies, plus the same on the validation split
+    (`validation`: what settings and the registered model may be chosen on); the actual and top predicted word of
+    every test example."""
     x, y = tensors(data, meta, "test")
     logp, top5 = classify(model, x, y, device)
     vocab = meta["vocab"]
     columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()]}
-    return language_metrics(logp, top5, y.numpy()), columns
+    x_val, y_val = tensors(data, meta, "val")
+    validation = language_metrics(*classify(model, x_val, y_val, device), y_val.numpy())
+    return language_metrics(logp, top5, y.numpy()) | {"validation": validation}, columns
 
 
 def probabilities(model, data: dict, meta: dict, split: str, device) -> np.ndarray:

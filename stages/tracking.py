@@ -1,8 +1,5 @@
-"""MLflow tracking: where the store is, how runs are named and tagged. Only stage main()s call this module.
-
-The store defaults to sqlite:///<repo>/mlflow.db, anchored at $DVC_ROOT: queued experiments run in a copy under
-.dvc/tmp/exps/, and without the anchor their runs would land in that copy and be lost. MLFLOW_TRACKING_URI
-overrides it (a team server).
+"""MLflow tracking: how runs are named, tagged, logged and promoted. Only stage main()s call this module; where
+the store is and whether this machine may use it is stages/store.py.
 """
 import logging
 import os
@@ -11,209 +8,13 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
+from stages import store
 from stages.config import ROOT
 from stages.errors import PipelineError, one_line
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per logged model: noise in stage logs
-# Read once, at import: mlflow.set_tracking_uri() writes this variable itself, so a later look would always find it.
-TEAM_SERVER = os.environ.get("MLFLOW_TRACKING_URI")
-
-
-def _store_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT", ROOT)).resolve()
-
-
-def tracking_uri() -> str:
-    if TEAM_SERVER:
-        return TEAM_SERVER
-    return f"sqlite:///{_store_root() / 'mlflow.db'}"
-
-
-def check_store(task: str | None = None) -> None:
-    """Stop in one line, before a stage does any work, when the store cannot be used: MLflow itself retries an
-    unreachable server for about four minutes and then raises a traceback. With `task`, the local store must also
-    take that task's runs (mlflow.db, its folder, mlartifacts/<task> writable). On a server that asks for a login
-    (docs/team.md), a missing or refused login stops here too, and with `task` so does a login that may not log
-    runs to the task's experiment: MLflow would raise an HTTP 401/403 traceback only when the run starts."""
-    uri = tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-        except OSError as err:
-            raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({one_line(err)}); "
-                                "start it, or unset MLFLOW_TRACKING_URI to log to mlflow.db") from None
-        # /health answers even when the server's database is down (and needs no login); one cheap query reaches
-        # the backend store, and the login.
-        login = _login()
-        try:
-            _ask(uri, "/api/2.0/mlflow/experiments/search?max_results=1", login, timeout=15)
-        except urllib.error.HTTPError as err:
-            if err.code == 401:
-                raise PipelineError(_login_refused(uri, login)) from None
-            if err.code >= 500:
-                raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server cannot use its backend store "
-                                    f"(HTTP {err.code}: {_server_message(err)}); check the server's database "
-                                    "(e.g. PostgreSQL) and its log") from None
-        except OSError as err:
-            raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer a query "
-                                f"({one_line(err)}); check the server and its database") from None
-        if task:
-            _check_can_log(uri, task, login)
-    elif uri.startswith("sqlite:///"):
-        _check_local_store(Path(uri[len("sqlite:///"):]), task)
-
-
-def _check_local_store(path: Path, task: str | None) -> None:
-    """mlflow.db must be a database and, for a stage that logs a task's runs, writable with its folder (sqlite
-    needs both) and the task's artifact folder: MLflow would otherwise fail after training."""
-    import sqlite3
-
-    if task:
-        for folder in (path.parent, path.parent / "mlartifacts" / task):
-            writable_folder(folder, "the MLflow store")
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            db.execute("PRAGMA schema_version").fetchone()
-    except sqlite3.DatabaseError as err:
-        raise PipelineError(f"{path}: not a usable MLflow store ({err}); move it aside and a new one is made") from None
-    if task:
-        try:
-            with sqlite3.connect(path, timeout=30) as db:
-                db.execute("BEGIN IMMEDIATE")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                db.execute(f"PRAGMA user_version = {version}")  # a write, rolled back: sqlite opens a read-only
-                db.rollback()                                   # file without a word
-        except sqlite3.OperationalError as err:
-            raise PipelineError(f"{path}: cannot write the MLflow store ({err}); make it writable, or set "
-                                "MLFLOW_TRACKING_URI to another store") from None
-
-
-def writable_folder(folder: Path, what: str) -> None:
-    """Make `folder` if needed and prove it takes a new file; else one line naming it."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise PipelineError(f"{folder}: cannot write {what} there ({err.strerror}); make it writable") from None
-
-
-CREDENTIALS_FILE = Path("~/.mlflow/credentials")
-LOGIN_SETTINGS = "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials)"
-
-
-class Login(NamedTuple):
-    user: str | None
-    source: str  # where the login came from, for the message when it is refused
-    header: str | None  # the Authorization header, None when no login is set
-
-
-def _login() -> Login:
-    """The login MLflow's client sends, found in its order: each of MLFLOW_TRACKING_USERNAME and
-    MLFLOW_TRACKING_PASSWORD from the environment, else from ~/.mlflow/credentials ([mlflow] section), else
-    MLFLOW_TRACKING_TOKEN. Read here rather than asked of mlflow: its import costs seconds."""
-    import base64
-    import configparser
-
-    saved = configparser.ConfigParser()
-    saved.read(CREDENTIALS_FILE.expanduser())
-    section = saved["mlflow"] if saved.has_section("mlflow") else {}
-    found = {}
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        found[name] = (os.environ.get(name), "the environment") if os.environ.get(name) else \
-            (section.get(name.lower()), str(CREDENTIALS_FILE))
-    (user, user_source), (password, password_source) = found.values()
-    if user and password:
-        source = user_source if user_source == password_source else f"{user_source} and {password_source}"
-        return Login(user, source, "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        return Login(None, "MLFLOW_TRACKING_TOKEN", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
-    return Login(user, user_source, None)
-
-
-def _ask(uri: str, path: str, login: Login, timeout: float = 15) -> dict:
-    """One GET to the server with the login, its JSON answer ({} when the answer is not JSON)."""
-    import json
-    import urllib.request
-
-    headers = {"Authorization": login.header} if login.header else {}
-    request = urllib.request.Request(uri.rstrip("/") + path, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        try:
-            return json.loads(answer.read())
-        except ValueError:  # a server without the auth app answers its UI page for unknown paths
-            return {}
-
-
-def _login_refused(uri: str, login: Login) -> str:
-    if not login.header:
-        return (f"MLFLOW_TRACKING_URI={uri}: the tracking server asks for a login and none is set (HTTP 401); set "
-                f"{LOGIN_SETTINGS}")
-    who = f"user '{login.user}'" if login.user else "the token"
-    return (f"MLFLOW_TRACKING_URI={uri}: the tracking server refused {who} from {login.source} (HTTP 401: wrong "
-            f"username or password); check {LOGIN_SETTINGS}")
-
-
-def _check_can_log(uri: str, task: str, login: Login) -> None:
-    """Whether this login may log runs to the task's experiment, asked of the auth app without writing anything:
-    the permission it resolves for the current user is the one it checks when a run is created."""
-    import urllib.error
-    from urllib.parse import quote
-
-    try:
-        me = _ask(uri, "/api/2.0/mlflow/users/current", login).get("user")
-        if not me or me.get("is_admin"):  # no auth app (every client may log), or an admin (may do anything)
-            return
-        user = me["username"]
-        try:
-            experiment = _ask(uri, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={quote(task)}", login)
-            resource = experiment["experiment"]["experiment_id"]
-        except urllib.error.HTTPError as err:
-            if err.code == 403:
-                raise PipelineError(_cannot_log(uri, user, f"no access to experiment '{task}'")) from None
-            if err.code != 404:
-                raise
-            resource = "*"  # not there yet: the stage would create it, and log under the user's team-wide grant
-        permission = _ask(uri, f"/api/3.0/mlflow/users/permissions/get?username={quote(user)}"
-                               f"&resource_type=experiment&resource_id={quote(resource)}", login)["permission"]
-    except urllib.error.HTTPError as err:
-        if err.code == 404:  # an auth app without these endpoints: leave the decision to the server
-            return
-        raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: could not ask the tracking server whether this login may "
-                            f"log runs (HTTP {err.code}: {_server_message(err)})") from None
-    except OSError as err:
-        raise PipelineError(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer a query "
-                            f"({one_line(err)}); check the server and its database") from None
-    if permission not in ("EDIT", "MANAGE"):  # READ and USE may read runs, not create them
-        where = f"experiment '{task}'" if resource != "*" else f"experiments (and '{task}' does not exist yet)"
-        raise PipelineError(_cannot_log(uri, user, f"{permission} on {where}"))
-
-
-def _cannot_log(uri: str, user: str, grant: str) -> str:
-    return (f"MLFLOW_TRACKING_URI={uri}: user '{user}' has {grant}: it cannot log runs to that experiment; an admin "
-            f"grants EDIT with `python tools/team_users.py {uri} writer {user}`, or log in as a writer with "
-            "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
-
-
-def _server_message(err) -> str:
-    """The message of an MLflow server's error answer, on one line and short (a database error can be pages)."""
-    import json
-
-    try:
-        message = json.loads(err.read().decode("utf-8", "replace")).get("message", "")
-    except Exception:  # not MLflow's JSON (a proxy's error page, a cut body)
-        message = ""
-    message = one_line(message or err.reason or "no message")
-    return message if len(message) <= 200 else message[:197] + "..."
 
 
 def _use_experiment(mlflow, task: str) -> None:
@@ -224,7 +25,7 @@ def _use_experiment(mlflow, task: str) -> None:
     if experiment is None:
         # A team server picks the artifact location itself (proxied: mlflow-artifacts:/, so stages need no S3
         # credentials).
-        location = None if TEAM_SERVER else (_store_root() / "mlartifacts" / task).as_uri()
+        location = None if store.TEAM_SERVER else (store.store_root() / "mlartifacts" / task).as_uri()
         try:
             client.create_experiment(task, artifact_location=location)
         except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
@@ -235,7 +36,7 @@ def _use_experiment(mlflow, task: str) -> None:
     for key, value in ((EXPERIMENT_KIND, "custom_model_development"), ("mlflow.note.content", EXPERIMENT_NOTE)):
         if key not in experiment.tags:
             client.set_experiment_tag(experiment.experiment_id, key, value)
-    if not TEAM_SERVER:  # a shared server's Default experiment is its users' business
+    if not store.TEAM_SERVER:  # a shared server's Default experiment is its users' business
         _drop_empty_default(client)
     mlflow.set_experiment(task)
 
@@ -274,10 +75,16 @@ def _flatten(prefix: str, value) -> dict:
 
 
 def _mlflow():
-    import mlflow  # imported here: it costs ~2.5 s, and only stages that track pay for it
+    import mlflow  # imported here: only stages that track pay for its import (docs/speed.md)
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(store.tracking_uri())
     return mlflow
+
+
+def dvc_experiment() -> str:
+    """The DVC experiment this stage runs in (`dvc exp run` and the queue's workers set DVC_EXP_NAME), or
+    `workspace` under a plain `dvc repro`."""
+    return os.environ.get("DVC_EXP_NAME", "workspace")
 
 
 @contextmanager
@@ -285,10 +92,10 @@ def start_run(task: str, model: str, stage: str, params: dict, parent_run_id: st
     """One MLflow run per trained model, in the task's experiment, named after the DVC experiment and model."""
     mlflow = _mlflow()
     _use_experiment(mlflow, task)
-    name = f"{os.environ.get('DVC_EXP_NAME', 'workspace')}-{model}"
+    name = f"{dvc_experiment()}-{model}"
     close_abandoned_runs()
-    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "task": task, "model": model,
-            "host": socket.gethostname(), "pid": str(os.getpid())}
+    tags = {"git_commit": _git_commit(), "dvc_stage": stage, "dvc_experiment": dvc_experiment(), "task": task,
+            "model": model, "host": socket.gethostname(), "pid": str(os.getpid())}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=name, tags=tags) as run:
@@ -335,7 +142,7 @@ def training_run(task: str, checkpoint: Path) -> str | None:
     runs = [] if experiment is None else client.search_runs(
         [experiment.experiment_id], f"tags.checkpoint_sha256 = '{digest}'", max_results=1, order_by=["start_time DESC"])
     if not runs:
-        print(f"warning: no MLflow run in {tracking_uri()} wrote {checkpoint}; not logging to MLflow")
+        print(f"warning: no MLflow run in {store.tracking_uri()} wrote {checkpoint}; not logging to MLflow")
         return None
     return runs[0].info.run_id
 
@@ -424,3 +231,57 @@ def log_model(model, served, example, checkpoint: Path) -> None:
         code_paths=[str(ROOT / "stages")], signature=signature, input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
                           f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"])
+
+
+CHAMPION = "champion"  # the alias a server loads: models:/<task>@champion
+
+
+def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) -> str:
+    """Make the model logged by `run_id` the champion of the registered model named after the task, and say what
+    happened. The alias moves only when the checkpoint differs from the current champion's: a rerun that wrote
+    the same bytes adds no version, and a checkpoint registered before (going back to an earlier commit) gets its
+    old version back. The version's tags say where it came from: the DVC experiment and git commit of its
+    training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on
+    ({"val_rmse": 7.08})."""
+    from mlflow.exceptions import MlflowException
+
+    client = _mlflow().MlflowClient()
+    try:
+        # created first: a team server's auth app refuses (403) to read a model that does not exist yet, and makes
+        # its creator the model's manager
+        client.create_registered_model(task, description=REGISTERED_NOTE)
+    except MlflowException as err:
+        if err.error_code == "PERMISSION_DENIED":
+            raise PipelineError(f"MLFLOW_TRACKING_URI={store.tracking_uri()}: this login may not register models ("
+                                f"{one_line(err.message)}); an admin grants it with `python tools/team_users.py "
+                                f"{store.tracking_uri()} writer <user>`") from None
+        if err.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    try:
+        current = client.get_model_version_by_alias(task, CHAMPION)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            raise
+        current = None  # no champion yet
+    if current is not None and current.tags.get("checkpoint_sha256") == checkpoint_sha256:
+        return f"{task}@{CHAMPION} is already version {current.version} (the same checkpoint)"
+    earlier = [v for v in client.search_model_versions(f"name = '{task}'")
+               if v.tags.get("checkpoint_sha256") == checkpoint_sha256]
+    if earlier:
+        version = max(earlier, key=lambda v: int(v.version))
+    else:
+        run = client.get_run(run_id)
+        (model_id,) = [m.model_id for m in run.outputs.model_outputs]  # train logs one model per run
+        tags = {"dvc_experiment": run.data.tags.get("dvc_experiment", "unknown"),
+                "git_commit": run.data.tags.get("git_commit", "unknown"), "checkpoint_sha256": checkpoint_sha256,
+                "model": run.data.tags.get("model", "unknown")} | {k: str(v) for k, v in validation.items()}
+        version = client.create_model_version(task, f"models:/{model_id}", run_id=run_id, tags=tags,
+                                              model_id=model_id)
+    client.set_registered_model_alias(task, CHAMPION, version.version)
+    was = f"version {current.version}" if current is not None else "none"
+    return f"{task}@{CHAMPION} -> version {version.version} (was {was})"
+
+
+REGISTERED_NOTE = ("The task's model with the best validation metric, registered by the log stage of a plain `dvc "
+                   "repro` (an experiment's runs are candidates until `dvc exp apply`); serve it with `mlflow models "
+                   "serve -m models:/<task>@champion`.")

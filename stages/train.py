@@ -7,9 +7,10 @@ plots/<task>/<model>/history.csv per model; logs one MLflow run per model: param
 checkpoint's hash and a servable model (stages/serving.py).
 Usage: python -m stages.train <task>
 """
+import time
 from dataclasses import asdict
 
-from stages import kinds, paths, tracking
+from stages import kinds, paths, store, tracking
 from stages.config import SeriesTrain, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, remove_others
@@ -46,15 +47,16 @@ def train_seeds(task_cfg, name: str, config: dict, train: tuple, val: tuple, aug
 
 def main(argv: list[str]) -> None:
     (task,) = argv
+    started = time.perf_counter()
     params = load_params()
     task_cfg = params.task(task)
     if task not in params.runs:
         raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
                             (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
     names = params.trained_models(task)
-    tracking.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
+    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     for folder in (paths.checkpoints(task), paths.histories(task)):
-        tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
+        store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
     seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeriesTrain) else 1
     device = pick_device(params.device)
@@ -70,13 +72,19 @@ def main(argv: list[str]) -> None:
     from stages.serving import ServedModel
 
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
+    set_up, training = time.perf_counter() - started, 0.0
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
         with tracking.start_run(task, name, f"train@{task}", logged):
+            fitted = time.perf_counter()
             model, best, history, extra = train_seeds(task_cfg, name, config, train, val, augment, params.seed, seeds)
             save_trained(task, name, name, config, best, history, extra)
+            training += time.perf_counter() - fitted
             tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    total = time.perf_counter() - started  # where a stage's time goes (the rest of its wall time is imports)
+    print(f"train@{task}: {total:.1f} s in main(): set-up {set_up:.1f} s (checks, data onto {device}), training "
+          f"{training:.1f} s, MLflow {total - set_up - training:.1f} s")
     remove_others(paths.checkpoints(task), {paths.checkpoint(task, n).name for n in names} | {".gitignore"})
     remove_others(paths.histories(task), {paths.history(task, n).name for n in names})
 

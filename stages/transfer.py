@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from torch import nn
 
-from stages import images, images_train, paths, tracking
+from stages import images, images_train, paths, store, tracking
 from stages.config import load_params
 from stages.errors import PipelineError, one_line, run_stage
 from stages.files import load_arrays, load_checkpoint, read_json
@@ -77,9 +77,9 @@ def main(argv: list[str]) -> None:
     if phase not in ("scratch", "extract", "finetune"):
         raise PipelineError(f"unknown transfer phase {phase!r} (known: scratch, extract, finetune)")
     params = load_params()
-    tracking.check_store("transfer")  # before any work: a store that cannot be used stops the stage in one line
+    store.check_store("transfer")  # before any work: a store that cannot be used stops the stage in one line
     for folder in (paths.checkpoints("transfer"), paths.histories("transfer")):
-        tracking.writable_folder(folder, "checkpoints and histories")  # before training, not after it
+        store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     task_cfg, cfg = params.transfer, getattr(params.transfer, phase)
     device, generator = pick_device(params.device), seed_everything(params.seed)
     data, meta = load_arrays(paths.prepared_data("transfer")), read_json(paths.prepared_meta("transfer"))

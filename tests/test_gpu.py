@@ -11,14 +11,7 @@ import torch
 from stages.config import Train
 from stages.images_train import augment, elastic_field
 from stages.models import build_model
-from stages.training import (
-    CudaEpochs,
-    _prepare,
-    fit,
-    loss_for,
-    make_optimizer,
-    seed_everything,
-)
+from stages.training import epoch_runner, fit, loss_for, make_optimizer, seed_everything
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -42,10 +35,9 @@ def epochs_for(model_name="cnn2", n=300, batch=32, augment_fn=DIGITS_AUGMENT, ca
     x, y = (t.to(CUDA) for t in digits_like(n))
     config = {"in_channels": 1, "num_classes": 10, "image_size": 28} | ({"dropout": 0.2} if model_name == "cnn2" else {})
     model = build_model("images", model_name, config).to(CUDA)
-    _prepare(model, CUDA, x)
     cfg = Train(lr=0.001, batch_size=batch, epochs=1, patience=1, weight_decay=0.0, lr_schedule="constant")
     optimizer = make_optimizer(model.parameters(), cfg, CUDA)
-    return CudaEpochs(model, x, y, loss_for(y), optimizer, batch, 0, augment_fn, capture=capture)
+    return epoch_runner(model, x, y, loss_for(y), optimizer, batch, seed_everything(0), augment_fn, capture)
 
 
 @pytest.mark.parametrize("capture", [True, False], ids=["graph", "eager"])
@@ -69,7 +61,7 @@ def test_warm_up_leaves_weights_and_adam_as_they_were():
     x, y = (t.to(CUDA) for t in digits_like(100))
     cfg = Train(lr=0.01, batch_size=32, epochs=1, patience=1, weight_decay=0.0, lr_schedule="constant")
     optimizer = make_optimizer(model.parameters(), cfg, CUDA)
-    epochs = CudaEpochs(model, x, y, loss_for(y), optimizer, 32, 0, DIGITS_AUGMENT)
+    epochs = epoch_runner(model, x, y, loss_for(y), optimizer, 32, seed_everything(0), DIGITS_AUGMENT)
     assert epochs.graph is not None, epochs.describe()
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
@@ -156,9 +148,22 @@ def test_the_step_of_every_kind_is_captured(kind, name, config, data):
     seed_everything(0)
     x, y = (t.to(CUDA) for t in data())
     model = build_model(kind, name, config).to(CUDA)
-    _prepare(model, CUDA, x)
     cfg = Train(lr=0.001, batch_size=32, epochs=1, patience=1, weight_decay=0.0, lr_schedule="constant")
-    epochs = CudaEpochs(model, x, y, loss_for(y), make_optimizer(model.parameters(), cfg, CUDA), 32, 0)
+    epochs = epoch_runner(model, x, y, loss_for(y), make_optimizer(model.parameters(), cfg, CUDA), 32, seed_everything(0))
     assert epochs.graph is not None, epochs.describe()
     loss, _ = epochs.epoch()
     assert torch.isfinite(loss)
+
+
+def test_bf16_autocast_for_image_batches_only():
+    """The shared step's autocast: image logits come out in bf16, forecasts stay float32 (docs/gpu.md says why)."""
+    from stages.inference import autocast
+
+    cnn = build_model("images", "cnn", {"in_channels": 1, "num_classes": 10, "image_size": 28}).to(CUDA)
+    gru = build_model("series", "gru", {"input_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,
+                                        "output_size": 1}).to(CUDA)
+    images, windows = torch.zeros(2, 1, 28, 28, device=CUDA), torch.zeros(2, 12, 1, device=CUDA)
+    with autocast(CUDA, images):
+        assert cnn(images).dtype == torch.bfloat16
+    with autocast(CUDA, windows):
+        assert gru(windows).dtype == torch.float32

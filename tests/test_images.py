@@ -198,3 +198,16 @@ def test_augment_on_cpu_draws_its_numbers_from_the_cpu_generator_in_a_fixed_orde
     torch.rand(4, 9, generator=expected)
     torch.rand(4, 2, 12, 12, generator=expected)
     assert torch.equal(torch.rand(5, generator=used), torch.rand(5, generator=expected))
+
+
+def test_prepare_names_what_the_raw_folder_should_hold(tmp_path, monkeypatch):
+    """The reader comes from what the download stage wrote; an empty or mixed raw folder is refused in one line."""
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "data" / "raw" / "transfer"
+    raw.mkdir(parents=True)
+    with pytest.raises(PipelineError, match=r"data/raw/transfer: expected exactly one of .* found none: run dvc repro"):
+        images.prepare("transfer", None)
+    (raw / "digits.csv.gz").touch()
+    (raw / "cifar-10-batches-py").mkdir()
+    with pytest.raises(PipelineError, match="found cifar-10-batches-py, digits.csv.gz"):
+        images.prepare("transfer", None)

@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from stages.files import content_sha256
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +136,7 @@ def test_every_metrics_file_is_finite(repo):
 def test_forecasters_report_seed_spread_and_validation_beside_classical_baselines(repo):
     lstm = json.loads((repo / "metrics/passengers/models/lstm.json").read_text())
     assert lstm["seeds"]["count"] == 3 and lstm["seeds"]["kept"] in (42, 43, 44)
-    assert lstm["seeds"]["rmse_std"] >= 0 and "rmse" in lstm["validation"]
+    assert lstm["seeds"]["rmse_std"] > 0 and "rmse" in lstm["validation"]  # three seeds that train differently
     baselines = json.loads((repo / "metrics/passengers/baselines.json").read_text())
     assert set(baselines) == {"naive", "seasonal_naive", "linear_ar", "sarima", "ets"}
     temperature = json.loads((repo / "metrics/temperature/baselines.json").read_text())
@@ -206,7 +208,7 @@ def test_finetune_change_reruns_only_the_finetune_phase_and_after(repo):
                                                                           "plot@transfer", "log@transfer"}
 
 
-# What a one-line edit of each shared module re-runs (README: "What re-runs after an edit"), by kind of module.
+# What a one-line edit of each shared module re-runs (docs/pipeline.md: "What re-runs after an edit"), by kind of module.
 FIGURES = {"figures", "series_figures", "images_figures", "text_figures"}
 LOOP = {"training", "inference", "models"}
 
@@ -280,6 +282,9 @@ def test_a_fresh_clone_logs_test_metrics_and_figures_to_its_own_mlflow(repo, tmp
         assert r.data.metrics["test_rmse"] == expected["rmse"]
         assert {a.path for a in client.list_artifacts(r.info.run_id, "figures")} >= {
             "figures/forecasts.png", "figures/passengers.md"}
+    chosen = json.loads((clone / "metrics/summary/passengers.json").read_text())["passengers"]["chosen"]["model"]
+    champion = client.get_model_version_by_alias("passengers", "champion")  # registered where plot was skipped
+    assert champion.tags["checkpoint_sha256"] == content_sha256(clone / f"models/passengers/{chosen}.pt")
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "log@passengers"], clone).stdout
     assert run(["git", "status", "--porcelain"], clone).stdout == ""
 
@@ -340,20 +345,33 @@ def columns(path: Path) -> dict[str, list[str]]:
 def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipeline_does(repo):
     """`mlflow models serve` on 127.0.0.1, asked over HTTP with real monthly counts: its forecasts are the ones
     evaluate wrote for the test months."""
+    run_id = training_runs(repo)[("passengers", "lstm")].info.run_id
+    served = serve_and_ask(repo, f"runs:/{run_id}/model", histories_before_test(repo))
+    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
+    assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
+    assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
+
+
+def histories_before_test(repo: Path) -> np.ndarray:
+    """The real months before each test month, as many as one forecast needs."""
+    data = np.load(repo / "data/prepared/passengers/data.npz")
+    span = 12 + 13  # seq_length + sum(differences): the months one forecast needs
+    return np.stack([data["series"][t - span : t] for t in data["index_test"]])
+
+
+def serve_and_ask(repo: Path, model_uri: str, history: np.ndarray) -> np.ndarray:
+    """Start `mlflow models serve -m <model_uri>` on 127.0.0.1 against the repo's store, POST the rows of real
+    values to /invocations, stop the server; its forecasts."""
     import socket
     import time
     import urllib.request
 
-    run_id = training_runs(repo)[("passengers", "lstm")].info.run_id
-    data = np.load(repo / "data/prepared/passengers/data.npz")
-    span = 12 + 13  # seq_length + sum(differences): the months one forecast needs
-    history = np.stack([data["series"][t - span : t] for t in data["index_test"]])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"runs:/{run_id}/model", "--env-manager", "local",
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
                                "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
@@ -368,13 +386,10 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
                                          data=json.dumps({"inputs": history.tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
-            served = np.array(json.loads(response.read())["predictions"], dtype=float)
+            return np.array(json.loads(response.read())["predictions"], dtype=float)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    expected = np.array(columns(repo / "plots/passengers/predictions/lstm.csv")["predicted"], dtype=float)
-    assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
-    assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
 
 
 def test_training_runs_last_as_long_as_training(repo):
@@ -406,15 +421,32 @@ def test_bad_input_fails_with_one_line_and_leaves_no_partial_output(repo):
     assert not list((repo / "data/prepared").rglob(".*.tmp"))
 
 
-def test_dvc_exp_run_names_the_mlflow_run_after_the_experiment(repo):
-    run(["dvc", "exp", "run", "-n", "lr-small", "-S", "passengers.train.lr=0.005"], repo)
+def test_a_plain_repro_registers_each_tasks_model_chosen_on_validation_as_its_champion(repo):
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    tasks = yaml.safe_load((repo / "params.yaml").read_text())["tasks"]
+    assert {m.name for m in client.search_registered_models()} == set(tasks)
+    for task in tasks:
+        chosen = json.loads((repo / f"metrics/summary/{task}.json").read_text())[task]["chosen"]
+        champion = client.get_model_version_by_alias(task, "champion")
+        assert champion.tags["model"] == chosen["model"], task
+        assert champion.tags["checkpoint_sha256"] == content_sha256(repo / f"models/{task}/{chosen['model']}.pt")
+
+
+def test_dvc_exp_run_names_the_mlflow_run_after_the_experiment(repo):
+    """...and tags it; an experiment's model is a candidate: the champion stays where the plain repro put it."""
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("passengers", "champion").version
+    out = run(["dvc", "exp", "run", "-n", "lr-small", "-S", "passengers.train.lr=0.005"], repo).stdout
     experiment = client.get_experiment_by_name("passengers")
-    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
-    assert {"lr-small-rnn", "lr-small-lstm", "lr-small-gru"} <= names
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_experiment = 'lr-small'")
+    assert sorted(r.info.run_name for r in runs) == ["lr-small-gru", "lr-small-lstm", "lr-small-rnn"]
     assert "lr-small" in run(["dvc", "exp", "show", "--csv"], repo).stdout
+    assert "DVC experiment lr-small's candidate, not promoted" in out
+    assert client.get_model_version_by_alias("passengers", "champion").version == champion
 
 
 def snapshot(repo: Path) -> dict:
@@ -461,3 +493,95 @@ def test_a_corrupt_checkpoint_stops_evaluate_and_its_outputs_survive(repo):
     assert done.returncode != 0 and "models/passengers/lstm.pt" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert snapshot(repo) == before
+
+
+# The README's sweep: a grid through DVC's queue on 2 workers, compared on validation, the winner applied,
+# promoted and served. Points the tiny pipeline has not run before.
+GRID = ("passengers.train.lr=0.003,0.02", "passengers.model.hidden_size=8,16")
+
+
+@pytest.fixture(scope="module")
+def sweep(repo) -> dict:
+    import itertools
+    import time
+
+    import mlflow
+
+    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm before-sweep --allow-empty", repo)
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    versions = len(client.search_model_versions("name = 'passengers'"))
+    queued = run(["dvc", "exp", "run", "--queue", "-S", GRID[0], "-S", GRID[1]], repo).stdout
+    names = re.findall(r"Queued experiment '([^']+)'", queued)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 900
+    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], repo).stdout):
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    grid = {tuple(yaml.safe_load(v) for v in p) for p in itertools.product(*(g.split("=")[1].split(",") for g in GRID))}
+    return {"names": names, "grid": grid, "status": status, "versions_before": versions, "client": client,
+            "head": run(["git", "rev-parse", "HEAD"], repo).stdout.strip()}
+
+
+def exp_rows(repo: Path, *args: str) -> list[dict]:
+    import csv
+
+    out = run(["dvc", "exp", "show", "--csv", *args], repo).stdout
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def test_a_grid_sweep_runs_every_experiment_through_the_queue_with_every_mlflow_run_finished(repo, sweep):
+    names, client = sweep["names"], sweep["client"]
+    assert len(names) == 4 and all(re.search(rf"{name}\s.*\sSuccess", sweep["status"]) for name in names)
+    rows = {r["Experiment"]: r for r in exp_rows(repo) if r["Experiment"] in names}
+    assert set(rows) == set(names)  # 4 of 4 in dvc exp show
+    assert {(float(r["passengers.train.lr"]), int(r["passengers.model.hidden_size"])) for r in rows.values()} == sweep["grid"]
+    experiment = client.get_experiment_by_name("passengers").experiment_id
+    runs = [r for name in names for r in client.search_runs([experiment], f"tags.dvc_experiment = '{name}'")]
+    assert len(runs) == 4 * 3  # every model of every experiment, none lost to a parallel worker
+    assert all(r.info.status == "FINISHED" and "test_rmse" in r.data.metrics and "val_rmse" in r.data.metrics
+               for r in runs)
+    spans = sorted((min(r.info.start_time for r in runs if r.data.tags["dvc_experiment"] == n),
+                    max(r.info.end_time for r in runs if r.data.tags["dvc_experiment"] == n)) for n in names)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two workers trained at the same time
+    # the queue's experiments are candidates: none of them moved the champion
+    assert len(client.search_model_versions("name = 'passengers'")) == sweep["versions_before"]
+
+
+def test_the_winner_chosen_on_validation_is_applied_promoted_and_served(repo, sweep):
+    names, client = sweep["names"], sweep["client"]
+    ranked = [r for r in exp_rows(repo, "--sort-by", "passengers.chosen.val_rmse", "--sort-order", "asc",
+                                  "--drop", r"^passengers\.rmse\.")  # no test column in sight while choosing
+              if r["Experiment"] in names]
+    assert not any(k.startswith("passengers.rmse.") for k in ranked[0])
+    scores = [float(r["passengers.chosen.val_rmse"]) for r in ranked]
+    assert scores == sorted(scores) and len(ranked) == 4
+    winner = ranked[0]["Experiment"]
+    run(["dvc", "exp", "apply", winner], repo)
+    chosen = json.loads((repo / "metrics/summary/passengers.json").read_text())["passengers"]["chosen"]
+    assert chosen["val_rmse"] == scores[0]
+    out = run(["dvc", "repro", "-s", "-f", "log@passengers"], repo).stdout  # the README's promotion step
+    assert re.search(r"passengers@champion -> version \d+ \(was version \d+\)", out), out
+    champion = client.get_model_version_by_alias("passengers", "champion")
+    assert champion.tags["dvc_experiment"] == winner and champion.tags["git_commit"] == sweep["head"]
+    assert champion.tags["model"] == chosen["model"] and float(champion.tags["val_rmse"]) == scores[0]
+    assert champion.tags["checkpoint_sha256"] == content_sha256(repo / f"models/passengers/{chosen['model']}.pt")
+    versions = len(client.search_model_versions("name = 'passengers'"))
+    again = run(["dvc", "repro", "-s", "-f", "log@passengers"], repo).stdout  # the same checkpoint: a no-op
+    assert f"already version {champion.version}" in again
+    assert len(client.search_model_versions("name = 'passengers'")) == versions == sweep["versions_before"] + 1
+    served = serve_and_ask(repo, "models:/passengers@champion", histories_before_test(repo))
+    expected = np.array(columns(repo / f"plots/passengers/predictions/{chosen['model']}.csv")["predicted"], float)
+    assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
+    assert 250 < served.mean() < 650  # real counts, thousands of passengers a month
+
+
+def test_dvc_artifacts_get_fetches_a_registered_model_version(repo, tmp_path):
+    """DVC's model registry: a version is a git tag (`gto register`); `dvc artifacts get` and dvc.api find it."""
+    import dvc.api
+
+    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm winner --allow-empty", repo)
+    run(["gto", "register", "passengers-lstm", "--version", "v1.0.0"], repo)
+    shown = dvc.api.artifacts_show("passengers-lstm", repo=str(repo))
+    assert shown == {"rev": run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), "path": "models/passengers/lstm.pt"}
+    run(["dvc", "artifacts", "get", str(repo), "passengers-lstm", "-o", str(tmp_path / "lstm.pt")], tmp_path)
+    assert (tmp_path / "lstm.pt").read_bytes() == (repo / "models/passengers/lstm.pt").read_bytes()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import series, tracking
+from stages import series, store, tracking
 from stages.config import ROOT, load_params
 from stages.errors import PipelineError
 from stages.files import content_sha256, load_arrays, load_checkpoint
@@ -35,29 +35,29 @@ def free_port() -> int:
 
 def test_an_unreachable_tracking_server_fails_in_seconds_naming_the_variable(monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    monkeypatch.setattr(tracking, "TEAM_SERVER", uri)
+    monkeypatch.setattr(store, "TEAM_SERVER", uri)
     started = time.perf_counter()
     with pytest.raises(PipelineError, match=rf"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer"):
-        tracking.check_store()
+        store.check_store()
     assert time.perf_counter() - started < 10
 
 
 def test_a_corrupt_mlflow_db_is_one_line_naming_it(tmp_path, monkeypatch):
     (tmp_path / "mlflow.db").write_bytes(b"this is not sqlite" * 100)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     with pytest.raises(PipelineError, match=r"mlflow\.db: not a usable MLflow store"):
-        tracking.check_store()
+        store.check_store()
 
 
 def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     with tracking.start_run("passengers", "lstm", "train@passengers", {}):
         pass  # creates the experiment
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid now names no process
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(store.tracking_uri())
     experiment = client.get_experiment_by_name("passengers")
     abandoned = client.create_run(experiment.experiment_id, tags={
         "dvc_stage": "train@passengers", "host": socket.gethostname(), "pid": str(dead.pid)})
@@ -158,18 +158,18 @@ def read_only(path: Path):
 @pytest.mark.parametrize("target", ["mlflow.db", "mlartifacts/passengers", "."])
 def test_an_unwritable_store_stops_the_stage_before_training(tmp_path, monkeypatch, target):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     with tracking.start_run("passengers", "lstm", "train@passengers", {}):
         pass  # makes mlflow.db and the experiment
     mlflow.set_tracking_uri(None)
     (tmp_path / "mlartifacts" / "passengers").mkdir(parents=True, exist_ok=True)
-    tracking.check_store("passengers")  # writable: passes
+    store.check_store("passengers")  # writable: passes
     with read_only(tmp_path / target), pytest.raises(PipelineError, match=r"cannot write the MLflow store"):
-        tracking.check_store("passengers")
+        store.check_store("passengers")
 
 
 def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
     folder = tmp_path / "models" / "passengers"
     folder.mkdir(parents=True)
     with read_only(folder), pytest.raises(PipelineError, match=rf"{folder}: cannot write checkpoints"):
-        tracking.writable_folder(folder, "checkpoints and histories")
+        store.writable_folder(folder, "checkpoints and histories")

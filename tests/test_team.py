@@ -363,6 +363,28 @@ def test_a_model_loads_back_through_the_server(team):
     assert model.predict(months).shape == (2,)
 
 
+def test_the_champion_is_registered_on_the_server_and_loads_by_its_alias(team):
+    """log@passengers, run by the writer, registers the model chosen on validation in PostgreSQL's registry; a
+    client loads it by name and alias, knowing no run id."""
+    import json
+
+    import mlflow
+
+    from stages.files import content_sha256
+
+    client = mlflow.MlflowClient(team.server.uri)
+    chosen = json.loads((team.repo / "metrics/summary/passengers.json").read_text())["passengers"]["chosen"]
+    champion = client.get_model_version_by_alias("passengers", "champion")
+    checkpoint = content_sha256(team.repo / f"models/passengers/{chosen['model']}.pt")
+    assert champion.tags["checkpoint_sha256"] == checkpoint and champion.tags["dvc_experiment"] == "workspace"
+    assert champion.run_id == server_runs(team.server.uri, f"workspace-{chosen['model']}")[1][0].info.run_id
+    months = np.tile(np.linspace(300.0, 420.0, 25), (2, 1))
+    assert mlflow.pyfunc.load_model("models:/passengers@champion").predict(months).shape == (2,)
+    again = run(["dvc", "repro", "-s", "-f", TARGET], team.repo, team.stage_env).stdout
+    assert f"already version {champion.version}" in again  # the same checkpoint: no new version on the server
+    assert len(client.search_model_versions("name = 'passengers'")) == 1
+
+
 def logged_model_uri(run) -> str:
     """models:/<id>, not runs:/<id>/model: with proxied downloads only (NO_PRESIGNED_DOWNLOADS) MLflow first asks
     for a run artifact `model`, which the server answers with HTTP 500 (S3's 404), and retries for minutes."""
@@ -411,6 +433,7 @@ def test_two_queued_experiments_run_in_parallel_lose_no_run(team):
             assert r.info.status == "FINISHED" and r.data.params["passengers.train.lr"] == lr
             assert "test_rmse" in r.data.metrics
     assert len(runs) == 3 * len(MODELS)
+    assert len(server_runs(team.server.uri)[0].search_model_versions("name = 'passengers'")) == 1  # candidates only
     shown = run(["dvc", "exp", "show", "--csv"], team.repo, team.stage_env).stdout
     assert "lr-a" in shown and "lr-b" in shown
     print(f"[team] runs on the server after the parallel queue: {len(runs)}, all FINISHED with test_rmse")
@@ -459,8 +482,8 @@ def http_status(uri: str, path: str, login: tuple | None = None, data: dict | No
 
 def check_store_cmd(task: str = "passengers") -> list:
     """check_store alone, wrapped as a stage wraps it (one line on stderr, exit 2): no stage's name, they change."""
-    code = ("from stages import tracking; from stages.errors import run_stage; "
-            "run_stage(lambda argv: tracking.check_store(*argv), 'python -m stages.check <task>')")
+    code = ("from stages import store; from stages.errors import run_stage; "
+            "run_stage(lambda argv: store.check_store(*argv), 'python -m stages.check <task>')")
     return [sys.executable, "-c", code, task]
 
 

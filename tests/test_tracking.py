@@ -14,6 +14,7 @@ from stages import (
     series,
     series_predict,
     series_train,
+    store,
     text_predict,
     text_train,
     tracking,
@@ -30,35 +31,35 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # what a queued experiment does: run the stage in a temp copy
     monkeypatch.setenv("DVC_ROOT", str(root))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     with tracking.start_run("passengers", "lstm", "train@passengers", {"lr": 0.01}) as run:
         tracking.log_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.7})
     mlflow.set_tracking_uri(None)
-    assert tracking.tracking_uri() == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{root.resolve() / 'mlflow.db'}"
     assert run.info.artifact_uri.startswith((root.resolve() / "mlartifacts" / "passengers").as_uri())
     assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow.db").exists()
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(store.tracking_uri())
     logged = client.get_run(run.info.run_id)
     assert logged.info.run_name == "workspace-lstm" and logged.data.params == {"lr": "0.01"}
     assert logged.data.tags["dvc_stage"] == "train@passengers"
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def local_store(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(tracking, "TEAM_SERVER", None)
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
     yield tmp_path
     mlflow.set_tracking_uri(None)
 
 
-def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
-    checkpoint = store / "cnn.pt"
+def test_evaluation_adds_to_the_finished_run_without_reopening_it(local_store):
+    checkpoint = local_store / "cnn.pt"
     checkpoint.write_bytes(b"the weights")
     with tracking.start_run("digits", "cnn", "train@digits", {}) as run:
         mlflow.set_tag("checkpoint_sha256", content_sha256(checkpoint))
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(store.tracking_uri())
     ended = client.get_run(run.info.run_id).info.end_time
-    figure = store / "accuracy.png"
+    figure = local_store / "accuracy.png"
     figure.write_bytes(b"png")
     run_id = tracking.training_run("digits", checkpoint)
     tracking.add_to_run(run_id, {"accuracy": 0.9, "precision": {"0": 0.8}}, "test_", artifacts=[figure])
@@ -70,7 +71,7 @@ def test_evaluation_adds_to_the_finished_run_without_reopening_it(store):
     assert tracking.training_run("digits", checkpoint) is None
 
 
-def test_every_epoch_reaches_the_store_in_batches_by_the_end_of_the_run(store, monkeypatch):
+def test_every_epoch_reaches_the_store_in_batches_by_the_end_of_the_run(local_store, monkeypatch):
     writes = []
     monkeypatch.setattr(tracking, "FLUSH_SECONDS", 3600.0)  # nothing is due before the run ends
     log_batch = mlflow.MlflowClient.log_batch
@@ -79,33 +80,33 @@ def test_every_epoch_reaches_the_store_in_batches_by_the_end_of_the_run(store, m
     with tracking.start_run("passengers", "gru", "train@passengers", {}) as run:
         for epoch in (1, 2, 3):
             tracking.log_epoch({"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 2.0 / epoch}, "seed42_")
-    history = mlflow.MlflowClient(tracking.tracking_uri()).get_metric_history(run.info.run_id, "seed42_val_loss")
+    history = mlflow.MlflowClient(store.tracking_uri()).get_metric_history(run.info.run_id, "seed42_val_loss")
     assert [(m.step, m.value) for m in history] == [(1, 2.0), (2, 1.0), (3, 2.0 / 3)]
     assert len([w for w in writes if w]) == 1  # one batch of metrics for the run, not one write per epoch
 
 
-def test_experiments_open_on_their_runs_and_no_empty_default_is_left(store):
+def test_experiments_open_on_their_runs_and_no_empty_default_is_left(local_store):
     with tracking.start_run("digits", "cnn", "train@digits", {}):
         pass
-    client = mlflow.MlflowClient(tracking.tracking_uri())
+    client = mlflow.MlflowClient(store.tracking_uri())
     assert [e.name for e in client.search_experiments()] == ["digits"]
     assert client.get_experiment_by_name("digits").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def log_and_load(store, task: str, kind: str, name: str, config: dict, spec: dict, example):
+def log_and_load(root, task: str, kind: str, name: str, config: dict, spec: dict, example):
     """Log a model as the train stage does; load it back as a client would."""
     torch.manual_seed(0)
     model = build_model(kind, name, config).eval()
-    checkpoint = store / f"{name}.pt"
+    checkpoint = root / f"{name}.pt"
     save_checkpoint(checkpoint, {"model": name, "config": config, "state_dict": model.state_dict(), "epoch": 1})
     with tracking.start_run(task, name, f"train@{task}", {}) as run:
         tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, ServedModel(kind, spec), example, checkpoint)
     assert tracking.training_run(task, checkpoint) == run.info.run_id
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(store.tracking_uri())
     return model, mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
 
 
-def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_does(store):
+def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_does(local_store):
     t = np.arange(96)
     values = (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))  # a season that grows with the level
     cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
@@ -113,7 +114,7 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
     arrays, meta = series.windows(values, cfg, "passengers")
     spec, example = series_train.serving(arrays, meta, None)
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
-    model, served = log_and_load(store, "passengers", "series", "gru", config, spec, example)
+    model, served = log_and_load(local_store, "passengers", "series", "gru", config, spec, example)
     pipeline = series_predict.forecast(model, arrays, meta, "test", torch.device("cpu"))  # what evaluate scores
     span = 4 + 13  # seq_length + sum(differences): the real values each forecast needs
     history = np.stack([values[t - span : t] for t in arrays["index_test"]])  # horizon 1: up to the step before
@@ -127,12 +128,12 @@ def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_doe
         served.predict(history)
 
 
-def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_probabilities(store):
+def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_probabilities(local_store):
     classes = [str(d) for d in range(10)]
     meta = {"classes": classes, "mean": [0.13], "std": [0.31], "shape": {"image_size": 28}}
     pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
     spec, example = images_train.serving({"x_train": pixels}, meta, None)
-    model, served = log_and_load(store, "digits", "images", "cnn", {"in_channels": 1, "num_classes": 10,
+    model, served = log_and_load(local_store, "digits", "images", "cnn", {"in_channels": 1, "num_classes": 10,
                                                                     "image_size": 28}, spec, example)
     answer = served.predict(pixels)
     expected = torch.softmax(model(images.to_tensor(pixels, meta["mean"], meta["std"])), 1).detach().numpy()
@@ -142,12 +143,12 @@ def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_prob
     assert len(served.predict(pixels[:, ::2, ::2].astype(np.uint8))) == 3  # 14x14 digits are resized as preprocess does
 
 
-def test_the_logged_language_model_takes_words_and_returns_the_next_words(store):
+def test_the_logged_language_model_takes_words_and_returns_the_next_words(local_store):
     vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
     task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=3, prompts=("국민은", "대한민국은")))
     spec, example = text_train.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
     config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
-    model, served = log_and_load(store, "text", "text", "gru", config, spec, example)
+    model, served = log_and_load(local_store, "text", "text", "gru", config, spec, example)
     answer = served.predict(pd.DataFrame({"text": ["국민은 법률로", "모르는 말"]}))
     with torch.no_grad():
         greedy = text_predict.generate(model, [2, 3], 3, 0.0, None, 4)

@@ -1,10 +1,12 @@
 """The shared training loop on tiny tensors."""
+import functools
+
 import pytest
 import torch
 
 from stages.config import Train
 from stages.errors import PipelineError
-from stages.inference import pick_device, predict, uses_bf16
+from stages.inference import pick_device, predict
 from stages.models import build_model
 from stages.training import fit, seed_everything
 
@@ -80,11 +82,6 @@ def test_a_validation_loss_that_is_never_finite_is_one_clear_error():
         fit_with_validation((x, torch.full_like(y, float("nan"))))
 
 
-def test_bf16_autocast_only_for_image_batches_on_cuda():
-    cuda = torch.device("cuda")
-    assert uses_bf16(cuda, torch.zeros(2, 1, 8, 8))
-    assert not uses_bf16(cuda, torch.zeros(2, 5, 1))  # forecasts and word logits keep float32
-    assert not uses_bf16(CPU, torch.zeros(2, 1, 8, 8))
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
@@ -94,8 +91,8 @@ def test_asking_for_mps_without_it_names_the_param():
 
 
 def test_cpu_training_keeps_the_ragged_last_batch_and_plain_adam():
-    """The CUDA path drops the ragged batch and uses fused Adam; CPU keeps today's loop exactly."""
-    from stages.training import make_optimizer, train_epoch
+    """The CUDA path drops the ragged batch and uses fused Adam; CPU keeps every batch and plain Adam."""
+    from stages.training import epoch_runner, make_optimizer
 
     sizes = []
     model = torch.nn.Linear(2, 1)
@@ -104,5 +101,45 @@ def test_cpu_training_keeps_the_ragged_last_batch_and_plain_adam():
     optimizer = make_optimizer(model.parameters(), cfg, CPU)
     assert not optimizer.defaults["fused"] and not optimizer.defaults["capturable"]
     x = torch.randn(10, 2)
-    train_epoch(model, x, x[:, :1], torch.nn.MSELoss(), optimizer, 4, seed_everything(0))
+    epoch_runner(model, x, x[:, :1], torch.nn.MSELoss(), optimizer, 4, seed_everything(0)).stats()
     assert sizes == [4, 4, 2]
+
+
+@pytest.mark.parametrize("kind, name, config, n", [
+    ("images", "cnn2", {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.2}, 48),
+    ("series", "gru", {"input_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0, "output_size": 1}, 48),
+], ids=["images-augmented", "series"])
+def test_the_cuda_runner_trains_with_the_eager_loops_step(kind, name, config, n):
+    """What the CUDA graph captures is stages/epochs.train_step: the CUDA runner's step, run eagerly on CPU with the
+    same order (batch divides the set, so nothing is dropped), leaves bit-identical weights, loss and accuracy."""
+    from stages.cuda_graph import CudaEpochs
+    from stages.epochs import EagerEpochs
+    from stages.images_train import augment
+    from stages.models import build_model
+    from stages.training import loss_for, make_optimizer
+
+    g = torch.Generator().manual_seed(1)
+    if kind == "images":
+        x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+        aug = functools.partial(augment, flip=True, crop_scale=(0.85, 1.0), rotation=10.0, jitter=0.1, elastic=2.0,
+                                elastic_sigma=4.0, mean=[0.0], std=[1.0])
+    else:
+        x, aug = torch.randn(n, 6, 1, generator=g), None
+        y = x[:, -1]
+    cfg = Train(lr=0.01, batch_size=8, epochs=1, patience=1, weight_decay=0.0, lr_schedule="constant")
+    runs = []
+    for runner in (EagerEpochs, CudaEpochs):
+        torch.manual_seed(0)
+        model = build_model(kind, name, config)
+        optimizer = make_optimizer(model.parameters(), cfg, CPU)
+        if runner is EagerEpochs:
+            epochs = EagerEpochs(model, x, y, loss_for(y), optimizer, 8, torch.Generator().manual_seed(7), aug)
+        else:
+            epochs = CudaEpochs(model, x, y, loss_for(y), optimizer, 8, 7, aug, capture=False)
+            assert (epochs.steps, epochs.dropped, epochs.graph) == (n // 8, 0, None)
+        stats = [epochs.stats() for _ in range(2)]
+        runs.append((stats, model.state_dict()))
+    (eager_stats, eager_weights), (cuda_stats, cuda_weights) = runs
+    assert eager_stats == cuda_stats
+    for key, value in eager_weights.items():
+        torch.testing.assert_close(cuda_weights[key], value, rtol=0, atol=0)

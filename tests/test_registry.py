@@ -1,0 +1,96 @@
+"""Model registries: dvc.yaml's `artifacts:` declares every trained model (read back with DVC's API); the summary
+metrics choose each task's model on validation, never on test; MLflow's registry gets the chosen model as the
+task's `champion`, and only a checkpoint that differs from the champion's moves the alias."""
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from stages import figures, paths, plot, series, series_train, store, tracking
+from stages.config import ROOT, SeriesPreprocess, load_params
+from stages.files import content_sha256, save_checkpoint
+from stages.models import build_model
+from stages.serving import ServedModel
+
+
+def test_dvc_artifacts_declare_every_trained_model_as_a_stage_output():
+    """DVC's model registry convention: `dvc artifacts get` and dvc.api.artifacts_show find models by these names."""
+    from dvc.repo import Repo
+
+    params = load_params()
+    with Repo(str(ROOT)) as repo:
+        declared = repo.artifacts.read()["dvc.yaml"]
+        outputs = {o.def_path for s in repo.index.stages for o in s.outs}
+    expected = {f"{task}-{model}": (task, model) for task in params.tasks if task != "flowers"
+                for model in params.trained_models(task)}
+    assert set(declared) == set(expected)
+    for name, (task, model) in expected.items():
+        artifact = declared[name]
+        assert artifact.type == "model" and artifact.desc and artifact.path == str(paths.checkpoint(task, model))
+        assert artifact.labels == [task, params.task(task).kind, model]
+        assert any(artifact.path == o or artifact.path.startswith(o + "/") for o in outputs), name
+
+
+def results(validation: dict[str, float], test: dict[str, float]) -> figures.Results:
+    metrics = {m: {"rmse": test[m], "validation": {"rmse": v}} for m, v in validation.items()}
+    return figures.Results(task="passengers", metrics=metrics, baselines={"naive": {"rmse": 50.0}, "sarima": {"rmse": 15.0}},
+                           histories={}, predictions={}, baseline_predictions={})
+
+
+def test_the_summary_chooses_on_validation_even_when_the_test_says_otherwise():
+    summary = plot.summary(results({"rnn": 7.2, "lstm": 7.4, "gru": 7.3}, {"rnn": 19.6, "lstm": 19.5, "gru": 19.8}),
+                           "rmse", lower_is_better=True)["passengers"]
+    assert summary["rmse"] == {"rnn": 19.6, "lstm": 19.5, "gru": 19.8, "baseline_sarima": 15.0}
+    assert summary["val_rmse"] == {"rnn": 7.2, "lstm": 7.4, "gru": 7.3}
+    assert summary["chosen"] == {"model": "rnn", "val_rmse": 7.2}  # lstm has the better test rmse: not looked at
+    accuracy = plot.summary(results({"a": 0.9, "b": 0.95}, {"a": 0.99, "b": 0.9}), "rmse", lower_is_better=False)
+    assert accuracy["passengers"]["chosen"]["model"] == "b"
+
+
+@pytest.fixture
+def local_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def trained(root, seed: int) -> tuple[str, str]:
+    """A tiny GRU forecaster initialised from `seed` and logged as the train stage logs it: (run id, checkpoint
+    hash)."""
+    t = np.arange(60)
+    arrays, meta = series.windows(100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12), SeriesPreprocess(
+        seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=False, differences=(1,)),
+        "passengers")
+    spec, example = series_train.serving(arrays, meta, None)
+    torch.manual_seed(seed)
+    config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
+    model = build_model("series", "gru", config).eval()
+    checkpoint = root / f"gru-{seed}.pt"
+    save_checkpoint(checkpoint, {"model": "gru", "config": config, "state_dict": model.state_dict(), "epoch": 1})
+    with tracking.start_run("passengers", "gru", "train@passengers", {}) as run:
+        tracking.log_training(model, {"epoch": 1, "val_loss": 0.5}, ServedModel("series", spec), example, checkpoint)
+    return run.info.run_id, content_sha256(checkpoint)
+
+
+def test_the_champion_moves_only_to_another_checkpoint_and_serves_it(local_store):
+    client = mlflow.MlflowClient(store.tracking_uri())
+    first, first_hash = trained(local_store, 0)
+    assert tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2}) == \
+        "passengers@champion -> version 1 (was none)"
+    version = client.get_model_version_by_alias("passengers", "champion")
+    assert version.run_id == first and version.tags["checkpoint_sha256"] == first_hash
+    assert version.tags["dvc_experiment"] == "workspace" and version.tags["val_rmse"] == "7.2"
+    assert version.tags["git_commit"] == client.get_run(first).data.tags["git_commit"]
+    # a rerun that wrote the same checkpoint: no new version
+    assert "already version 1" in tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2})
+    second, second_hash = trained(local_store, 1)
+    assert tracking.promote("passengers", second, second_hash, {"val_rmse": 7.0}).endswith("version 2 (was version 1)")
+    mlflow.set_tracking_uri(store.tracking_uri())
+    served = mlflow.pyfunc.load_model("models:/passengers@champion")
+    assert client.get_model_version_by_alias("passengers", "champion").run_id == second
+    history = np.arange(100.0, 110.0)[None]
+    assert np.allclose(served.predict(history), mlflow.pyfunc.load_model(f"runs:/{second}/model").predict(history))
+    # back to the first checkpoint (git checkout of an older commit): its version again, none added
+    assert tracking.promote("passengers", first, first_hash, {"val_rmse": 7.2}).endswith("version 1 (was version 2)")
+    assert len(client.search_model_versions("name = 'passengers'")) == 2
