@@ -329,3 +329,18 @@ def test_generate_samples_from_the_mixture_of_network_and_kneser_ney():
         assert torch.exp(generate.mixture(net, kn, 0.0)(x))[0].tolist() == pytest.approx(p_kn.tolist())
         mixed = torch.exp(generate.mixture(net, kn, 0.3)(x))[0]
     assert mixed.tolist() == pytest.approx((0.3 * p_net[0] + 0.7 * torch.from_numpy(p_kn)).tolist())
+
+
+def test_the_summary_lists_the_mixtures_but_chooses_a_trained_network():
+    from stages import figures, plot
+
+    def row(test, val):
+        return {"perplexity": test, "validation": {"perplexity": val}}
+    results = figures.Results(task="text", metrics={"rnn": row(40.0, 29.0), "gru": row(38.0, 27.0)},
+                              baselines={"bigram": {"perplexity": 28.0}, "kn": {"perplexity": 26.0}}, histories={},
+                              predictions={}, baseline_predictions={},
+                              interpolated={"rnn+kn": row(25.5, 18.9), "gru+kn": row(25.2, 18.6)})
+    summary = plot.summary(results, "perplexity", lower_is_better=True)["text"]
+    assert summary["perplexity"] == {"rnn": 40.0, "gru": 38.0, "rnn+kn": 25.5, "gru+kn": 25.2, "baseline_kn": 26.0}
+    assert summary["val_perplexity"]["gru+kn"] == 18.6
+    assert summary["chosen"] == {"model": "gru", "val_perplexity": 27.0}  # a mixture is not a registered model
