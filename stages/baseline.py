@@ -20,7 +20,8 @@ def main(argv: list[str]) -> None:
     write_json(paths.baseline_metrics(task), metrics)
     write_csv(paths.baseline_predictions(task), columns)
     for name, values in metrics.items():
-        print(f"{task} {name}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        print(f"{task} {name}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float))
+              + (f"  (validation: {values['validation']})" if "validation" in values else ""))
 
 
 if __name__ == "__main__":

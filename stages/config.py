@@ -115,13 +115,17 @@ class Train:
 
 
 @dataclass(frozen=True)
-class SeriesTrain(Train):
+class SeededTrain(Train):
     seeds: int  # models trained, with seeds seed, seed+1, ...: the checkpoint keeps the best on validation
-    ensemble: bool  # the reported forecast: the mean of the seeds' forecasts (true) or the kept seed's (false)
 
     def __post_init__(self):
         super().__post_init__()
         _at_least(self, 1, "seeds")
+
+
+@dataclass(frozen=True)
+class SeriesTrain(SeededTrain):
+    ensemble: bool  # the reported forecast: the mean of the seeds' forecasts (true) or the kept seed's (false)
 
 
 @dataclass(frozen=True)
@@ -300,11 +304,14 @@ class LanguageModel:
     hidden_size: int
     num_layers: int
     dropout: float
+    tie_embeddings: bool  # the output layer reuses the input embedding's weights (needs embedding_dim = hidden_size)
 
     def __post_init__(self):
         _require(self.embedding_dim >= 1 and self.hidden_size >= 1 and self.num_layers >= 1,
                  "embedding_dim, hidden_size and num_layers must be >= 1")
         _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _require(not self.tie_embeddings or self.embedding_dim == self.hidden_size,
+                 f"tie_embeddings needs embedding_dim = hidden_size, got {self.embedding_dim} and {self.hidden_size}")
 
 
 @dataclass(frozen=True)
@@ -318,12 +325,28 @@ class Generate:
         _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
 
 
+def _weights(values: tuple, name: str) -> None:
+    _require(len(values) > 0 and all(0 <= w <= 1 for w in values), f"{name} must be a non-empty list of weights "
+                                                                    f"in [0, 1], got {list(values)}")
+
+
 @dataclass(frozen=True)
 class TextBaseline:
-    bigram_weight: float  # Jelinek-Mercer weight of the bigram against the unigram
+    bigram_weights: tuple[float, ...]  # Jelinek-Mercer weights of the bigram against the unigram; validation picks
+    kn_orders: tuple[int, ...]  # Kneser-Ney orders tried; validation picks one
 
     def __post_init__(self):
-        _require(0 <= self.bigram_weight <= 1, f"bigram_weight must be in [0, 1], got {self.bigram_weight}")
+        _weights(self.bigram_weights, "bigram_weights")
+        _require(len(self.kn_orders) > 0 and all(n >= 2 for n in self.kn_orders),
+                 f"kn_orders must be a non-empty list of orders >= 2, got {list(self.kn_orders)}")
+
+
+@dataclass(frozen=True)
+class Interpolate:
+    weights: tuple[float, ...]  # network weights lambda tried in lambda P_network + (1 - lambda) P_KN
+
+    def __post_init__(self):
+        _weights(self.weights, "weights")
 
 
 @dataclass(frozen=True)
@@ -332,10 +355,16 @@ class TextTask:
     preprocess: TextPreprocess
     baseline: TextBaseline
     model: LanguageModel
-    train: Train
+    train: SeededTrain
+    interpolate: Interpolate
     generate: Generate
     kind: typing.ClassVar[str] = "text"
     models: typing.ClassVar[tuple] = ("rnn", "lstm", "gru")
+
+    def __post_init__(self):
+        _require(max(self.baseline.kn_orders) - 1 <= self.preprocess.max_len,
+                 f"baseline.kn_orders: order {max(self.baseline.kn_orders)} needs contexts of "
+                 f"{max(self.baseline.kn_orders) - 1} words, longer than preprocess.max_len={self.preprocess.max_len}")
 
 
 @dataclass(frozen=True)
@@ -359,7 +388,8 @@ class Params:
 
     def __post_init__(self):
         _one_of(self, "device", ("auto", "cpu", "cuda", "mps"))
-        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds)  # the tasks that train several
+        # the tasks that train several
+        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)
         _require(0 <= self.seed and self.seed + most_seeds - 1 < 2**32,  # NumPy's seed range, with seed + k for k seeds
                  f"seed must be in [0, 2**32 - {most_seeds}] (a task trains {most_seeds} seeds from it), got {self.seed}")
         for name, kind in self.tasks.items():

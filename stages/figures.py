@@ -1,5 +1,5 @@
 """Figures of the reports: plain data in, a matplotlib Figure out. The plot stage does the file I/O."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class Results:
     histories: dict  # model -> columns of its history.csv, as floats
     predictions: dict  # model -> columns of its test predictions csv, as strings
     baseline_predictions: dict  # columns of the baselines' predictions csv, as strings
+    interpolated: dict = field(default_factory=dict)  # text: each network mixed with Kneser-Ney -> its test metrics
 
 
 def learning_curves(histories: dict[str, dict], metric: str, title: str):

@@ -1,4 +1,5 @@
-"""Stage generate: continue each seed phrase with every trained next-word model, greedily and by sampling.
+"""Stage generate: continue each seed phrase with every trained next-word model, and with its mixture with the
+Kneser-Ney model (the weight the interpolate stage chose on validation), greedily and by sampling.
 
 Writes plots/<task>/samples.md (the plot stage puts it in the task's report; the log stage adds it to each
 model's MLflow run).
@@ -9,17 +10,25 @@ import torch
 from stages import paths
 from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
-from stages.files import atomic_path, read_json
+from stages.files import atomic_path, load_arrays, read_json
 from stages.inference import load_model
-from stages.text import encode, tokenize
+from stages.text import encode, fit_kneser_ney, kn_probabilities, tokenize
 from stages.text_predict import decode, generate
 
 
-def continuations(model, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:
-    """Greedy and temperature-sampled continuations of one prompt; the sample is seeded, so reruns match."""
+def mixture(model, kn: dict, weight: float):
+    """(1, T) ids -> (1, V) log of weight P_model + (1 - weight) P_KN: what generate samples from."""
+    def next_logits(x: torch.Tensor) -> torch.Tensor:
+        net = torch.softmax(model(x).double(), dim=1)
+        return torch.log(weight * net + (1 - weight) * torch.from_numpy(kn_probabilities(kn, x.numpy())))
+    return next_logits
+
+
+def continuations(next_logits, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:
+    """Greedy and temperature-sampled continuations of one prompt by next_logits ((B, T) ids -> (B, V) logits);
+    the sample is seeded, so reruns match."""
     ids = encode([tokenize(prompt)], vocab)[0]
     with torch.no_grad():
-        next_logits = lambda x: model(x)  # noqa: E731  (B, T) ids -> (B, V) logits
         greedy = generate(next_logits, ids, cfg.n_words, 0.0, torch.Generator().manual_seed(seed), max_len)
         sampled = generate(next_logits, ids, cfg.n_words, cfg.temperature, torch.Generator().manual_seed(seed),
                                 max_len)
@@ -33,17 +42,21 @@ def main(argv: list[str]) -> None:
     if not isinstance(task_cfg, TextTask):
         raise PipelineError(f"generate continues text; {task} is a {task_cfg.kind} task")
     cfg = task_cfg.generate
-    meta = read_json(paths.prepared_meta(task))
+    meta, weights = read_json(paths.prepared_meta(task)), read_json(paths.interpolated_metrics(task))
+    kn, _ = fit_kneser_ney(load_arrays(paths.prepared_data(task)), len(meta["vocab"]), task_cfg.baseline.kn_orders)
     lines = [f"# {task}: generated continuations", "",
              f"{cfg.n_words} words after each prompt, never `<unk>` (a word outside the training vocabulary).", ""]
     for name in params.trained_models(task):
         model, _ = load_model(paths.checkpoint(task, name), task_cfg.kind)
-        lines += [f"## {name}", "", "| prompt | mode | continuation |", "|---|---|---|"]
-        for prompt in cfg.prompts:
-            for mode, words in continuations(model, prompt, meta["vocab"], cfg, meta["max_len"], params.seed).items():
-                lines.append(f"| {prompt} | {mode} | {words} |")
-                print(f"{name:5s} {mode:16s} {prompt} → {words}")
-        lines.append("")
+        mixed = mixture(model, kn, weights[f"{name}+kn"]["validation"]["weight"])
+        for label, next_logits in ((name, model), (f"{name}+kn", mixed)):
+            lines += [f"## {label}", "", "| prompt | mode | continuation |", "|---|---|---|"]
+            for prompt in cfg.prompts:
+                for mode, words in continuations(next_logits, prompt, meta["vocab"], cfg, meta["max_len"],
+                                                 params.seed).items():
+                    lines.append(f"| {prompt} | {mode} | {words} |")
+                    print(f"{label:8s} {mode:16s} {prompt} → {words}")
+            lines.append("")
     with atomic_path(paths.samples(task)) as tmp:
         tmp.write_text("\n".join(lines))
 

@@ -34,17 +34,25 @@ def main(argv: list[str]) -> None:
                  "samples": [paths.samples(task)] if paths.samples(task).exists() else []}
     chosen = read_json(paths.summary(task))[task]["chosen"]  # {model: name, val_<headline>: value}
     logged, runs = {}, {}
+    mixtures = paths.interpolated_metrics(task)  # text: each network mixed with Kneser-Ney (stage interpolate)
+    mixtures = read_json(mixtures) if mixtures.exists() else {}
     for name in params.trained_models(task):
         metrics = read_json(paths.model_metrics(task, name))  # read first: a missing file stops before any logging
+        if f"{name}+kn" in mixtures:
+            metrics = metrics | {"kn_mixture": mixtures[f"{name}+kn"]}
         run_id = tracking.training_run(task, paths.checkpoint(task, name))
         logged[name] = {"checkpoint_sha256": content_sha256(paths.checkpoint(task, name)), "metrics": metrics}
         if run_id is None:
             continue
         runs[name] = run_id
         # forecasters also report the validation split, under val_; the spread over seeds under test_seeds_
-        tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in ("validation", "seeds")}, "test_")
+        nested = ("validation", "seeds", "kn_mixture")
+        tracking.add_to_run(run_id, {k: v for k, v in metrics.items() if k not in nested}, "test_")
         tracking.add_to_run(run_id, metrics.get("seeds", {}), "test_seeds_")
         tracking.add_to_run(run_id, metrics.get("validation", {}), "val_")
+        mixture = metrics.get("kn_mixture", {})  # text: test_kn_perplexity, val_kn_weight (lambda), ...
+        tracking.add_to_run(run_id, {k: v for k, v in mixture.items() if isinstance(v, float)}, "test_kn_")
+        tracking.add_to_run(run_id, mixture.get("validation", {}), "val_kn_")
         for folder, files in artifacts.items():
             tracking.add_to_run(run_id, artifacts=files, folder=folder)
     files = {str(path): content_sha256(path) for paths_ in artifacts.values() for path in paths_}

@@ -198,18 +198,38 @@ class ImageNetClassifier(nn.Module):
 
 
 class RecurrentLanguageModel(nn.Module):
-    """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction."""
+    """Embedding, RNN/LSTM/GRU, and a softmax layer over the vocabulary on the last step: next-word prediction.
 
-    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, dropout: float):
+    tie_embeddings: the softmax layer's weight matrix is the embedding matrix (Press & Wolf 2017; Inan et al. 2017),
+    one V x H matrix instead of two, which helps on small corpora; it needs embedding_dim = hidden_size. As in the
+    Transformer (Vaswani et al. 2017, section 3.4), the shared matrix starts N(0, 1/H), which keeps the first logits
+    small, and the embeddings are multiplied by sqrt(H) on the way in, so the RNN sees inputs of the untied model's
+    N(0, 1) scale (starting it uniform in +-0.1 instead, with no scaling, left the validation loss higher:
+    docs/tuning.md).
+    """
+
+    def __init__(self, cell: str, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int,
+                 dropout: float, tie_embeddings: bool = False):
         super().__init__()
+        if tie_embeddings and embedding_dim != hidden_size:
+            raise ValueError(f"tied embeddings need embedding_dim = hidden_size, got {embedding_dim} and {hidden_size}")
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
         self.rnn = RECURRENT_CELLS[cell](embedding_dim, hidden_size, num_layers, batch_first=True,
                                          dropout=dropout if num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
+        self.input_scale = embedding_dim ** 0.5 if tie_embeddings else None
+        if tie_embeddings:
+            with torch.no_grad():
+                nn.init.normal_(self.embedding.weight, std=embedding_dim ** -0.5)
+                self.embedding.weight[0].zero_()  # <pad> starts as the zero vector, as nn.Embedding makes it
+            self.head.weight = self.embedding.weight  # (V, H): one parameter, two uses
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T) word ids, pre-padded with 0
-        out, _ = self.rnn(self.embedding(x))  # (B, T, H)
+        embedded = self.embedding(x)  # (B, T, E)
+        if self.input_scale is not None:
+            embedded = embedded * self.input_scale
+        out, _ = self.rnn(embedded)  # (B, T, H)
         return self.head(self.dropout(out[:, -1]))  # (B, V) logits of the next word
 
 

@@ -54,6 +54,11 @@ def model_metrics(task: str, model: str) -> Path:
     return Path("metrics") / task / "models" / f"{model}.json"
 
 
+def interpolated_metrics(task: str) -> Path:
+    """Text: the test metrics of each network mixed with the Kneser-Ney baseline (stage interpolate)."""
+    return Path("metrics") / task / "interpolated.json"
+
+
 def baseline_predictions(task: str) -> Path:
     return Path("plots") / task / "baselines" / "predictions.csv"
 

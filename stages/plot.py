@@ -25,7 +25,7 @@ from stages.files import (
 
 def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
     """Markdown: the test metrics of models and baselines, the figures, generated text, and the params."""
-    rows = {**{f"{b} (baseline)": v for b, v in results.baselines.items()}, **results.metrics}
+    rows = {**{f"{b} (baseline)": v for b, v in results.baselines.items()}, **results.metrics, **results.interpolated}
     keys = [k for k, v in next(iter(results.metrics.values())).items() if isinstance(v, float)]
     lines = [f"# {results.task}", "", "## Test split", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys) + " |" for name, v in rows.items()]
@@ -37,16 +37,18 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
 
 
 def summary(results: figures.Results, headline: str, lower_is_better: bool) -> dict:
-    """The headline test metric of every model and of the best baseline, the same metric of every model on the
-    validation split, and the model chosen on validation (what the log stage registers in MLflow, and what a
-    sweep is sorted by), under names unique across tasks (`dvc exp show` then shows them without file prefixes):
+    """The headline test metric of every model (text: and of each network mixed with Kneser-Ney) and of the best
+    baseline, the same metric of every model on the validation split, and the model chosen on validation (what the
+    log stage registers in MLflow, and what a sweep is sorted by; a trained model, never a mixture), under names
+    unique across tasks (`dvc exp show` then shows them without file prefixes):
     {task: {metric: {model: value, baseline_<name>: value}, val_<metric>: {model: value},
             chosen: {model: name, val_<metric>: value}}}. The choice never reads a test number."""
     pick = min if lower_is_better else max
     best = pick(results.baselines, key=lambda b: results.baselines[b][headline])
-    scores = {m: v[headline] for m, v in results.metrics.items()} | {f"baseline_{best}": results.baselines[best][headline]}
-    validation = {m: v["validation"][headline] for m, v in results.metrics.items()}
-    chosen = pick(validation, key=validation.get)  # ties: the first in runs.<task>.models
+    rows = results.metrics | results.interpolated
+    scores = {m: v[headline] for m, v in rows.items()} | {f"baseline_{best}": results.baselines[best][headline]}
+    validation = {m: v["validation"][headline] for m, v in rows.items()}
+    chosen = pick(results.metrics, key=validation.get)  # ties: the first in runs.<task>.models
     return {results.task: {headline: scores, f"val_{headline}": validation,
                            "chosen": {"model": chosen, f"val_{headline}": validation[chosen]}}}
 
@@ -73,7 +75,8 @@ def main(argv: list[str]) -> None:
         baselines=read_json(paths.baseline_metrics(task)),
         histories={m: {k: [float(v) for v in column] for k, column in h.items()} for m, h in histories.items()},
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
-        baseline_predictions=read_columns(paths.baseline_predictions(task)))
+        baseline_predictions=read_columns(paths.baseline_predictions(task)),
+        interpolated=read_json(paths.interpolated_metrics(task)) if paths.interpolated_metrics(task).exists() else {})
     if isinstance(getattr(task_cfg, "train", None), SeriesTrain) and task_cfg.train.ensemble:
         headline_ensembles(results)
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}

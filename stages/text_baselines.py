@@ -1,27 +1,31 @@
-"""The next-word kind's baselines (stage baseline): unigram and interpolated bigram models counted on the training
-words, scored on the same test examples as the networks."""
+"""The next-word kind's baselines (stage baseline): unigram, Jelinek-Mercer bigram and interpolated modified
+Kneser-Ney models counted on the training words, their settings chosen on validation, scored on the same test
+examples as the networks."""
 import numpy as np
 
-from stages.text import PAD, language_metrics
+from stages.text import PAD, fit_kneser_ney, kn_probabilities, language_metrics, top_ids
 
 
 def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
-    """Unigram and interpolated bigram models of the training words; (metrics, each one's top next word)."""
-    scores = ngram_baselines(data["train_tokens"], data["train_line_lengths"], data["x_test"], data["y_test"],
-                             len(meta["vocab"]), cfg.bigram_weight)
+    """Unigram, bigram and Kneser-Ney models of the training words; (metrics, each one's top next word). The
+    bigram's weight and the Kneser-Ney order are those with the lowest validation cross-entropy; each model's
+    `validation` entry holds its validation perplexity and the chosen setting."""
+    counted = data["train_tokens"], data["train_line_lengths"]
+    vocab_size = len(meta["vocab"])
+    val_ce = {w: -np.mean(ngram_baselines(*counted, data["x_val"], data["y_val"], vocab_size, w)["bigram"]["logp"])
+              for w in cfg.bigram_weights}
+    weight = min(cfg.bigram_weights, key=lambda w: (val_ce[w], w))
+    scores = ngram_baselines(*counted, data["x_test"], data["y_test"], vocab_size, weight)
+    kn, val_perplexity = fit_kneser_ney(data, vocab_size, cfg.kn_orders)
+    probs = kn_probabilities(kn, data["x_test"])
+    scores["kn"] = {"logp": np.log(probs[np.arange(len(probs)), data["y_test"]]),
+                    "top5": top_ids(probs, min(5, vocab_size - 1))}
     metrics = {name: language_metrics(s["logp"], s["top5"], data["y_test"]) for name, s in scores.items()}
+    metrics["bigram"]["validation"] = {"perplexity": float(np.exp(val_ce[weight])), "bigram_weight": weight}
+    metrics["kn"]["validation"] = {"perplexity": val_perplexity[kn["order"]], "order": kn["order"]}
     vocab = meta["vocab"]
     columns = {"actual": [vocab[i] for i in data["y_test"]]}
     return metrics, columns | {name: [vocab[i] for i in s["top5"][:, 0]] for name, s in scores.items()}
-
-
-def _top_ids(probs: np.ndarray, k: int) -> np.ndarray:
-    """Ids of the k largest entries of each row, most probable first; ties go to the lower id.
-
-    A stable sort, not argpartition: which of several tied entries argpartition keeps depends on the CPU's
-    SIMD sort (AVX-512 machines chose differently), so the unigram's top-5 accuracy changed between machines.
-    """
-    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
 
 
 def ngram_baselines(tokens: np.ndarray, line_lengths: np.ndarray, x: np.ndarray, y: np.ndarray, vocab_size: int,
@@ -36,7 +40,7 @@ def ngram_baselines(tokens: np.ndarray, line_lengths: np.ndarray, x: np.ndarray,
     unigram = np.bincount(tokens, minlength=vocab_size).astype(np.float64) + 1.0
     unigram[PAD] = 0.0
     unigram /= unigram.sum()
-    uni_top = _top_ids(unigram[None, :], k)[0]
+    uni_top = top_ids(unigram[None, :], k)[0]
     scores = {"unigram": {"logp": np.log(unigram[y]), "top5": np.tile(uni_top, (len(y), 1))}}
 
     within_line = np.ones(max(len(tokens) - 1, 0), dtype=bool)  # pair (tokens[i], tokens[i + 1])...
@@ -56,7 +60,7 @@ def ngram_baselines(tokens: np.ndarray, line_lengths: np.ndarray, x: np.ndarray,
         row_of = np.searchsorted(rows, first[mask])
         np.add.at(probs, (row_of, second[mask]), bigram_weight * pair_counts[mask] / prev_totals[first[mask]])
         probs[:, PAD] = -np.inf  # only matters when bigram_weight is 1 and a row has fewer than k successors
-        rows_top = _top_ids(probs, k)
+        rows_top = top_ids(probs, k)
         hit = np.isin(prev, rows)
         r = np.searchsorted(rows, prev[hit])
         with np.errstate(divide="ignore"):  # weight 1: an unseen successor has probability 0

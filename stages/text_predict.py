@@ -1,8 +1,11 @@
-"""A trained language model's predictions: the test scores (stage evaluate), continuations (stage generate) and the
-logged MLflow model's answers (`serve`, run by stages/serving.py)."""
+"""A trained language model's predictions: the test scores (stage evaluate), its mixture with the Kneser-Ney model
+(stage interpolate), continuations (stage generate) and the logged MLflow model's answers (`serve`, run by
+stages/serving.py)."""
+import numpy as np
+
 from stages.errors import PipelineError
-from stages.inference import classify
-from stages.text import PAD, UNK, encode, language_metrics, tensors, tokenize
+from stages.inference import classify, predict
+from stages.text import PAD, UNK, encode, language_metrics, tensors, tokenize, top_ids
 
 
 def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
@@ -16,6 +19,31 @@ def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
     x_val, y_val = tensors(data, meta, "val")
     validation = language_metrics(*classify(model, x_val, y_val, device), y_val.numpy())
     return language_metrics(logp, top5, y.numpy()) | {"validation": validation}, columns
+
+
+def probabilities(model, data: dict, meta: dict, split: str, device) -> np.ndarray:
+    """(N, V) next-word probabilities of the model for every example of a split, in float64."""
+    import torch
+
+    x, _ = tensors(data, meta, split)
+    return torch.softmax(predict(model, x, 512, device).double(), dim=1).numpy()
+
+
+def interpolated_score(net: dict, kn: dict, y: dict, weights) -> dict:
+    """Test metrics of P = lambda P_network + (1 - lambda) P_KN (Mikolov et al., "Extensions of recurrent neural
+    network language model", ICASSP 2011), lambda the one of `weights` with the lowest validation cross-entropy;
+    `validation` holds that perplexity and lambda. net, kn, y: the validation and test probabilities (N, V) and
+    targets, under "val" and "test"."""
+    def target_probs(split: str, weight: float) -> np.ndarray:
+        rows = np.arange(len(y[split]))
+        return weight * net[split][rows, y[split]] + (1 - weight) * kn[split][rows, y[split]]
+
+    val_ce = {w: float(-np.mean(np.log(target_probs("val", w)))) for w in weights}
+    weight = min(weights, key=lambda w: (val_ce[w], w))
+    probs = weight * net["test"] + (1 - weight) * kn["test"]
+    metrics = language_metrics(np.log(target_probs("test", weight)), top_ids(probs, min(5, probs.shape[1] - 1)),
+                               y["test"])
+    return metrics | {"validation": {"perplexity": float(np.exp(val_ce[weight])), "weight": float(weight)}}
 
 
 def serve(model, texts, spec: dict):

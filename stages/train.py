@@ -14,7 +14,7 @@ from dataclasses import asdict
 import torch
 
 from stages import kinds, paths, store, tracking
-from stages.config import SeriesTrain, load_params
+from stages.config import SeededTrain, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, remove_others
 from stages.inference import pick_device
@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
     for folder in (paths.checkpoints(task), paths.histories(task)):
         store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
-    seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeriesTrain) else 1
+    seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeededTrain) else 1
     device = pick_device(params.device)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
     train, val = [tuple(t.to(device) for t in data_code.tensors(data, meta, split)) for split in ("train", "val")]

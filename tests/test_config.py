@@ -127,6 +127,23 @@ def test_a_value_that_would_be_reinterpreted_is_refused(tmp_path, raw, key, valu
         load(tmp_path, raw)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("text.model.tie_embeddings", True, r"text\.model\.tie_embeddings needs embedding_dim = hidden_size, got 32"),
+    ("text.baseline.kn_orders", [2, 5], r"text\.baseline\.kn_orders: order 5 needs contexts of 4 words"),
+    ("text.baseline.kn_orders", [1], r"text\.baseline\.kn_orders must be a non-empty list of orders >= 2"),
+    ("text.interpolate.weights", [0.5, 1.5], r"text\.interpolate\.weights must be a non-empty list of weights"),
+])
+def test_text_model_and_baseline_settings_that_cannot_work_are_refused(tmp_path, raw, key, value, message):
+    raw["text"]["model"]["embedding_dim"], raw["text"]["preprocess"]["max_len"] = 32, 3
+    *parents, leaf = key.split(".")
+    node = raw
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = value
+    with pytest.raises(PipelineError, match=message):
+        load(tmp_path, raw)
+
+
 def test_a_float_written_1e_3_is_the_number_meant(tmp_path, raw):
     raw["passengers"]["train"]["lr"] = "1e-3"  # what PyYAML (YAML 1.1) hands over for `lr: 1e-3`
     assert load(tmp_path, raw).passengers.train.lr == 0.001

@@ -38,6 +38,7 @@ def test_corrupt_checkpoint_and_arrays_do_not_advise_unsafe_loading(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["generate", "passengers"], "error: generate continues text; passengers is a series task\n"),
+    (["interpolate", "temperature"], "error: interpolate mixes language models; temperature is a series task\n"),
     (["evaluate", "foo"], "error: unknown task 'foo' (known: passengers, temperature, digits, flowers, transfer, text)\n"),
 ])
 def test_stage_called_with_the_wrong_task_says_so_in_one_line(argv, message, tmp_path):

@@ -26,6 +26,8 @@ CASES = [  # (kind, name, config, input batch, output shape)
      torch.randint(0, 50, (4, 10)), (4, 50)),
     ("text", "lstm", {"vocab_size": 50, "embedding_dim": 8, "hidden_size": 16, "num_layers": 2, "dropout": 0.2},
      torch.randint(0, 50, (4, 10)), (4, 50)),
+    ("text", "rnn", {"vocab_size": 50, "embedding_dim": 16, "hidden_size": 16, "num_layers": 1, "dropout": 0.2,
+                     "tie_embeddings": True}, torch.randint(0, 50, (4, 10)), (4, 50)),
 ]
 
 
@@ -64,3 +66,15 @@ def test_a_hybrid_starts_at_its_classical_forecast_and_a_seed_ensemble_is_the_me
     ensemble = SeedEnsemble(members)
     torch.testing.assert_close(ensemble(x), (members[0](x) + members[1](x) + members[2](x)) / 3)  # (4, 1)
     assert SeedEnsemble([hybrid, hybrid]).classical == {"log": True}
+
+
+def test_tied_embeddings_share_one_matrix_and_need_equal_sizes():
+    config = {"vocab_size": 50, "embedding_dim": 16, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+    untied, tied = build_model("text", "gru", config), build_model("text", "gru", config | {"tie_embeddings": True})
+    assert tied.head.weight is tied.embedding.weight
+    assert sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters()) == 50 * 16
+    copy = build_model("text", "gru", config | {"tie_embeddings": True})
+    copy.load_state_dict(tied.state_dict())  # a checkpoint round trip keeps the two uses one matrix
+    assert copy.head.weight is copy.embedding.weight and torch.equal(copy.head.weight, tied.embedding.weight)
+    with pytest.raises(ValueError, match="embedding_dim = hidden_size"):
+        build_model("text", "gru", config | {"hidden_size": 32, "tie_embeddings": True})
