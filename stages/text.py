@@ -110,16 +110,20 @@ def encode(lines: list[list[str]], vocab: list[str]) -> list[list[int]]:
     return [[index.get(word, UNK) for word in line] for line in lines]
 
 
-def prefix_sequences(encoded: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every prefix of every line predicts the line's next word (the original exercise), within lines only.
+def left_padded(ids: list[int], max_len: int) -> list[int]:
+    """A model's context: the last max_len ids, pre-padded with PAD so the RNN's last step is a real word. Training
+    inputs, generation and the served model all build it here."""
+    context = list(ids[-max_len:])
+    return [PAD] * (max_len - len(context)) + context
 
-    Context = the last max_len words of the prefix, pre-padded with 0 so the RNN's last step is a real word.
-    """
+
+def prefix_sequences(encoded: list[list[int]], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every prefix of every line predicts the line's next word (the original exercise), within lines only;
+    contexts as left_padded builds them."""
     x, y = [], []
     for line in encoded:
         for end in range(1, len(line)):
-            context = line[max(0, end - max_len):end]
-            x.append([PAD] * (max_len - len(context)) + context)
+            x.append(left_padded(line[:end], max_len))
             y.append(line[end])
     return np.array(x, dtype=np.int64).reshape(-1, max_len), np.array(y, dtype=np.int64)
 

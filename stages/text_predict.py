@@ -5,7 +5,7 @@ import numpy as np
 
 from stages.errors import PipelineError
 from stages.inference import classify, predict
-from stages.text import PAD, UNK, encode, language_metrics, tensors, tokenize, top_ids
+from stages.text import PAD, UNK, encode, language_metrics, left_padded, tensors, tokenize, top_ids
 
 
 def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
@@ -55,23 +55,21 @@ def serve(model, texts, spec: dict):
     column = texts["text"] if "text" in texts else texts.iloc[:, 0]
     vocab, rows = spec["vocab"], []
     for line in column:
-        ids = encode([tokenize(str(line))], vocab)[0]
+        ids, probabilities = encode([tokenize(str(line))], vocab)[0], []
         with torch.no_grad():
-            words = generate(model, ids, spec["n_words"], 0.0, None, spec["max_len"])
-            context = ids[-spec["max_len"]:]
-            logits = model(torch.tensor([[PAD] * (spec["max_len"] - len(context)) + context]))[0]
-        rows.append({"next_word": vocab[words[0]], "probability": float(torch.softmax(logits, 0)[words[0]]),
-                     "continuation": decode(words, vocab)})
+            words = generate(model, ids, spec["n_words"], 0.0, None, spec["max_len"], probabilities)
+        rows.append({"next_word": vocab[words[0]], "probability": probabilities[0], "continuation": decode(words, vocab)})
     return pd.DataFrame(rows, columns=["next_word", "probability", "continuation"])
 
 
 def generate(next_logits, prompt_ids: list[int], n_words: int, temperature: float, generator,
-             max_len: int) -> list[int]:
+             max_len: int, probabilities: list | None = None) -> list[int]:
     """n_words ids continuing prompt_ids (not the prompt itself): argmax if temperature is 0, else sampled.
 
     Never <pad> or <unk>: on a small corpus <unk> is the likeliest next word, and greedy text would be all <unk>.
+    `probabilities`, if a list, gets each chosen word's probability under the model (all words, temperature 1).
 
-    next_logits maps a (1, max_len) int64 tensor, pre-padded with 0 like the training inputs, to (1, V) logits.
+    next_logits maps a (1, max_len) int64 tensor, left_padded like the training inputs, to (1, V) logits.
     """
     import torch
 
@@ -79,9 +77,9 @@ def generate(next_logits, prompt_ids: list[int], n_words: int, temperature: floa
         raise PipelineError(f"text.generate.temperature={temperature} must be >= 0")
     ids, generated = list(prompt_ids), []
     for _ in range(n_words):
-        context = ids[-max_len:]
-        x = torch.tensor([[PAD] * (max_len - len(context)) + context], dtype=torch.int64)
+        x = torch.tensor([left_padded(ids, max_len)], dtype=torch.int64)
         logits = next_logits(x)[0].detach().float().cpu().clone()
+        raw = logits.clone()
         logits[[PAD, UNK]] = -float("inf")  # padding is not a word; "<unk> <unk>" would tell a reader nothing
         if temperature == 0:
             next_id = int(torch.argmax(logits))
@@ -90,6 +88,8 @@ def generate(next_logits, prompt_ids: list[int], n_words: int, temperature: floa
             next_id = int(torch.multinomial(probs, 1, generator=generator))
         ids.append(next_id)
         generated.append(next_id)
+        if probabilities is not None:
+            probabilities.append(float(torch.softmax(raw, 0)[next_id]))
     return generated
 
 
