@@ -226,7 +226,10 @@ def sarima_one_step(z: np.ndarray, params: np.ndarray, order, seasonal_order) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels' chatter about dates and starting values
         model = SARIMAX(z.astype(np.float64), order=tuple(order), seasonal_order=tuple(seasonal_order))
-        return np.asarray(model.filter(np.asarray(params, dtype=np.float64)).get_prediction().predicted_mean)
+        # cov_type "none": the parameters are fixed, and their covariance (statsmodels' default, by numerical
+        # derivatives of the likelihood) was most of the time of every call while changing no forecast
+        fitted = model.filter(np.asarray(params, dtype=np.float64), cov_type="none")
+        return np.asarray(fitted.get_prediction().predicted_mean)
 
 
 def sarima_fit(z: np.ndarray, order, seasonal_order) -> np.ndarray:
