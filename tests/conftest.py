@@ -1,5 +1,5 @@
-"""Shared test set-up: telemetry off, and a file server on 127.0.0.1 for the download tests (no test needs the
-internet)."""
+"""Shared test set-up: telemetry off, a local MLflow store, and a file server on 127.0.0.1 for the download tests
+(no test needs the internet)."""
 import functools
 import os
 import threading
@@ -38,6 +38,19 @@ class FileServer:
     def __exit__(self, *exc):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+@pytest.fixture
+def local_store(tmp_path, monkeypatch):
+    """A local MLflow store (sqlite) anchored at tmp_path, as $DVC_ROOT anchors the pipeline's; no team server."""
+    import mlflow
+
+    from stages import store
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setattr(store, "TEAM_SERVER", None)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")

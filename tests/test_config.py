@@ -118,11 +118,7 @@ def test_params_yaml_is_kept_in_the_form_dvc_writes_back(tmp_path):
 def test_a_value_that_would_be_reinterpreted_is_refused(tmp_path, raw, key, value, message):
     """Values that once acted as something else (a negative rotation as a positive one, a negative vocabulary
     cap as none, a negative seed as a traceback in NumPy)."""
-    *parents, leaf = key.split(".")
-    node = raw
-    for parent in parents:
-        node = node[parent]
-    node[leaf] = value
+    set_key(raw, key, value)
     with pytest.raises(PipelineError, match=message):
         load(tmp_path, raw)
 
@@ -135,11 +131,7 @@ def test_a_value_that_would_be_reinterpreted_is_refused(tmp_path, raw, key, valu
 ])
 def test_text_model_and_baseline_settings_that_cannot_work_are_refused(tmp_path, raw, key, value, message):
     raw["text"]["model"]["embedding_dim"], raw["text"]["preprocess"]["max_len"] = 32, 3
-    *parents, leaf = key.split(".")
-    node = raw
-    for parent in parents:
-        node = node[parent]
-    node[leaf] = value
+    set_key(raw, key, value)
     with pytest.raises(PipelineError, match=message):
         load(tmp_path, raw)
 
@@ -172,3 +164,11 @@ def test_a_top_level_stage_key_says_keys_are_task_first(tmp_path):
     with pytest.raises(PipelineError, match=r"unknown top-level key train: keys are task-first, <task>\.train\.<key> "
                                             r"\(e\.g\. passengers\.train.*tasks: passengers, temperature"):
         load_params(tmp_path / "params.yaml")
+
+
+def set_key(raw: dict, key: str, value) -> None:
+    """raw["a"]["b"]["c"] = value for key "a.b.c"."""
+    *parents, leaf = key.split(".")
+    for parent in parents:
+        raw = raw[parent]
+    raw[leaf] = value

@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import mlflow
 import numpy as np
-import pytest
 import torch
 
 from stages import figures, paths, plot, series, series_train, store, tracking
@@ -47,14 +46,6 @@ def test_the_summary_chooses_on_validation_even_when_the_test_says_otherwise():
     assert summary["chosen"] == {"model": "rnn", "val_rmse": 7.2}  # lstm has the better test rmse: not looked at
     accuracy = plot.summary(results({"a": 0.9, "b": 0.95}, {"a": 0.99, "b": 0.9}), "rmse", lower_is_better=False)
     assert accuracy["passengers"]["chosen"]["model"] == "b"
-
-
-@pytest.fixture
-def local_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(store, "TEAM_SERVER", None)
-    yield tmp_path
-    mlflow.set_tracking_uri(None)
 
 
 def trained(root, seed: int) -> tuple[str, str]:

@@ -48,14 +48,6 @@ def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path,
     assert logged.data.tags["dvc_stage"] == "train@passengers"
 
 
-@pytest.fixture
-def local_store(tmp_path, monkeypatch):
-    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    monkeypatch.setattr(store, "TEAM_SERVER", None)
-    yield tmp_path
-    mlflow.set_tracking_uri(None)
-
-
 def test_evaluation_adds_to_the_finished_run_without_reopening_it(local_store):
     checkpoint = local_store / "cnn.pt"
     checkpoint.write_bytes(b"the weights")
