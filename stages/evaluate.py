@@ -7,23 +7,13 @@ task's models. Writes metrics/<task>/models/<model>.json and plots/<task>/predic
 stage adds them to each model's MLflow run.
 Usage: python -m stages.evaluate <task>
 """
-import numpy as np
-import torch
 
 from stages import kinds, paths
 from stages.config import load_params
 from stages.errors import run_stage
 from stages.files import load_arrays, read_json, remove_others, write_csv, write_json
-from stages.inference import load_model, pick_device
+from stages.inference import is_kept_seed, load_model, pick_device, seed_spread
 from stages.models import SeedEnsemble
-
-
-def spread(per_seed: list[dict]) -> dict:
-    """Mean and standard deviation over seeds of each test metric, and of each validation one (val_...)."""
-    flat = [{k: v for k, v in m.items() if isinstance(v, float)} |
-            {f"val_{k}": v for k, v in m.get("validation", {}).items()} for m in per_seed]
-    return {f"{k}_{stat}": float(f(np.array([m[k] for m in flat]))) for k in flat[0]
-            for stat, f in (("mean", np.mean), ("std", np.std))}
 
 
 def seed_scores(score, checkpoint: dict, path, kind: str, kept: dict, data, meta, device) -> dict:
@@ -31,11 +21,11 @@ def seed_scores(score, checkpoint: dict, path, kind: str, kept: dict, data, meta
     read params.yaml's seed) reuses `kept`, its scores."""
     per_seed = []
     for state in checkpoint["seed_state_dicts"]:
-        if all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items()):
+        if is_kept_seed(checkpoint, state):
             per_seed.append(kept)
         else:
             per_seed.append(score(load_model(path, kind, device, state)[0], data, meta, device)[0])
-    return spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
+    return seed_spread(per_seed) | {"kept": checkpoint["seed"], "count": len(per_seed)}
 
 
 def main(argv: list[str]) -> None:

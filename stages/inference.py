@@ -64,3 +64,17 @@ def classify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     log_probs = torch.log_softmax(predict(model, x, 512, device), dim=1)
     logp = log_probs.gather(1, y[:, None])[:, 0].numpy()
     return logp, log_probs.topk(min(5, log_probs.shape[1]), dim=1).indices.numpy()
+
+
+def is_kept_seed(checkpoint: dict, state: dict) -> bool:
+    """Whether `state`, one of the checkpoint's seed_state_dicts, is its kept seed: found by the weights, so a stage
+    need not read params.yaml's seed."""
+    return all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items())
+
+
+def seed_spread(per_seed: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of each test metric, and of each validation one (val_...)."""
+    flat = [{k: v for k, v in m.items() if isinstance(v, float)} |
+            {f"val_{k}": v for k, v in m.get("validation", {}).items()} for m in per_seed]
+    return {f"{k}_{stat}": float(f(np.array([m[k] for m in flat]))) for k in flat[0]
+            for stat, f in (("mean", np.mean), ("std", np.std))}

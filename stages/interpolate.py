@@ -8,24 +8,15 @@ per network `<model>+kn`, the kept seed's test metrics, its `validation` perplex
 over every seed the checkpoint holds (`seeds`).
 Usage: python -m stages.interpolate text
 """
-import numpy as np
 import torch
 
 from stages import paths
 from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, write_json
-from stages.inference import load_model
+from stages.inference import is_kept_seed, load_model, seed_spread
 from stages.text import fit_kneser_ney, kn_probabilities
 from stages.text_predict import interpolated_score, probabilities
-
-
-def spread(per_seed: list[dict]) -> dict:
-    """Mean and standard deviation over seeds of each test metric and validation entry (val_...), as evaluate's."""
-    flat = [{k: v for k, v in m.items() if isinstance(v, float)} |
-            {f"val_{k}": v for k, v in m["validation"].items()} for m in per_seed]
-    return {f"{k}_{stat}": float(f(np.array([m[k] for m in flat]))) for k in flat[0]
-            for stat, f in (("mean", np.mean), ("std", np.std))}
 
 
 def main(argv: list[str]) -> None:
@@ -43,12 +34,12 @@ def main(argv: list[str]) -> None:
         model, checkpoint = load_model(paths.checkpoint(task, name), task_cfg.kind)
         per_seed, kept = [], 0
         for i, state in enumerate(checkpoint.get("seed_state_dicts", [checkpoint["state_dict"]])):
-            if all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items()):
+            if is_kept_seed(checkpoint, state):
                 kept = i
             model.load_state_dict(state)
             net = {split: probabilities(model, data, meta, split, device) for split in ("val", "test")}
             per_seed.append(interpolated_score(net, kn_probs, y, task_cfg.interpolate.weights))
-        results[f"{name}+kn"] = per_seed[kept] | ({"seeds": spread(per_seed) | {"kept": checkpoint["seed"],
+        results[f"{name}+kn"] = per_seed[kept] | ({"seeds": seed_spread(per_seed) | {"kept": checkpoint["seed"],
                                                                                 "count": len(per_seed)}}
                                                   if len(per_seed) > 1 else {})
         print(f"{task} {name}+kn (test, KN order {kn['order']}, lambda {per_seed[kept]['validation']['weight']}): "
