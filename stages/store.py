@@ -2,7 +2,8 @@
 
 The store defaults to sqlite:///<repo>/mlflow.db, anchored at $DVC_ROOT: queued experiments run in a copy under
 .dvc/tmp/exps/, and without the anchor their runs would land in that copy and be lost. MLFLOW_TRACKING_URI
-overrides it (a team server, which may ask for a login). Nothing here imports mlflow: a refusal costs no import.
+overrides it (a team server, which may ask for a login). Nothing here imports mlflow but the creation of a new
+mlflow.db: a refusal costs no import.
 """
 import os
 from pathlib import Path
@@ -70,6 +71,8 @@ def _check_local_store(path: Path, task: str | None) -> None:
     if task:
         for folder in (path.parent, path.parent / "mlartifacts" / task):
             writable_folder(folder, "the MLflow store")
+    if task and (not path.exists() or path.stat().st_size == 0):
+        _create_local_store(path)
     if not path.exists() or path.stat().st_size == 0:
         return
     try:
@@ -87,6 +90,22 @@ def _check_local_store(path: Path, task: str | None) -> None:
         except sqlite3.OperationalError as err:
             raise PipelineError(f"{path}: cannot write the MLflow store ({err}); make it writable, or set "
                                 "MLFLOW_TRACKING_URI to another store") from None
+
+
+def _create_local_store(path: Path) -> None:
+    """A new mlflow.db with MLflow's tables, made under a lock on its folder: queued experiments started together on
+    a fresh clone would otherwise each run MLflow's schema migrations on the same file, and all but one fail
+    (sqlite3.OperationalError: duplicate column name). The second process finds the tables and migrates nothing."""
+    import fcntl
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # released when the descriptor closes
+        SqlAlchemyStore(f"sqlite:///{path}", (path.parent / "mlartifacts").as_uri()).engine.dispose()
+    finally:
+        os.close(folder)
 
 
 def writable_folder(folder: Path, what: str) -> None:

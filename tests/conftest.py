@@ -2,7 +2,10 @@
 (no test needs the internet)."""
 import functools
 import os
+import re
+import subprocess
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -57,3 +60,37 @@ def local_store(tmp_path, monkeypatch):
 def file_server():
     """FileServer itself: `with file_server(folder) as server: server.url(name)`."""
     return FileServer
+
+
+def run_queue(repo, env: dict, workers: int = 2, deadline_s: float = 900, logs=()) -> str:
+    """`dvc queue start -j <workers>` in `repo`, then `dvc queue status` until nothing is queued or running; returns
+    the last status. DVC's launcher leaves the caller's stdout open in a process that waits for its worker, so a
+    captured `dvc queue start` returns only when the whole queue is done: its output goes nowhere. Each worker gets
+    cores / workers threads, as the README's recipe says (more oversubscribe the cores). On the deadline the workers
+    are killed and the failure carries the status, the tasks' and workers' logs and the tails of `logs` (servers')."""
+    env = env | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + deadline_s
+
+    def status() -> str:
+        return subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True, text=True).stdout
+
+    while any(word in (last := status()) for word in ("Queued", "Running")):
+        if time.monotonic() > deadline:
+            workers_logs = "".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}\n"
+                                   for log in [*sorted((repo / ".dvc/tmp/exps/celery").glob("*.out")), *logs])
+            tasks_logs = "".join(f"--- dvc queue logs {task}\n{out.stdout[-2000:]}\n"
+                                 for task in re.findall(r"^(\w+)\s.*\bRunning\b", last, re.M)
+                                 if (out := subprocess.run(["dvc", "queue", "logs", task], cwd=repo, env=env,
+                                                           capture_output=True, text=True)))
+            subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True)
+            raise AssertionError(f"the queue was not done after {deadline_s:.0f} s:\n{last}\n{tasks_logs}{workers_logs}")
+        time.sleep(3)
+    return last
+
+
+@pytest.fixture(scope="session")
+def dvc_queue():
+    """run_queue itself: `dvc_queue(repo, env)` runs what is queued on 2 workers and returns `dvc queue status`."""
+    return run_queue

@@ -26,11 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
-def run(cmd, cwd, check=True):
+def stage_env() -> dict:
+    """This interpreter's env with telemetry off, its venv's dvc first on PATH and no tracking URI from the machine."""
     env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
                         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    done = subprocess.run(cmd, cwd=cwd, env=env, shell=isinstance(cmd, str), capture_output=True, text=True)
+    return env
+
+
+def run(cmd, cwd, check=True):
+    done = subprocess.run(cmd, cwd=cwd, env=stage_env(), shell=isinstance(cmd, str), capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
@@ -503,9 +508,8 @@ GRID = ("passengers.train.lr=0.003,0.02", "passengers.model.hidden_size=8,16")
 
 
 @pytest.fixture(scope="module")
-def sweep(repo) -> dict:
+def sweep(repo, dvc_queue) -> dict:
     import itertools
-    import time
 
     import mlflow
 
@@ -514,11 +518,7 @@ def sweep(repo) -> dict:
     versions = len(client.search_model_versions("name = 'passengers'"))
     queued = run(["dvc", "exp", "run", "--queue", "-S", GRID[0], "-S", GRID[1]], repo).stdout
     names = re.findall(r"Queued experiment '([^']+)'", queued)
-    run(["dvc", "queue", "start", "-j", "2"], repo)
-    deadline = time.monotonic() + 900
-    while re.search(r"\b(Queued|Running)\b", status := run(["dvc", "queue", "status"], repo).stdout):
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
+    status = dvc_queue(repo, stage_env(), workers=2)
     grid = {tuple(yaml.safe_load(v) for v in p) for p in itertools.product(*(g.split("=")[1].split(",") for g in GRID))}
     return {"names": names, "grid": grid, "status": status, "versions_before": versions, "client": client,
             "head": run(["git", "rev-parse", "HEAD"], repo).stdout.strip()}

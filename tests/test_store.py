@@ -4,6 +4,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from stages import store, tracking
 from stages.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -75,3 +78,28 @@ def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
     folder.mkdir(parents=True)
     with read_only(folder), pytest.raises(PipelineError, match=rf"{folder}: cannot write checkpoints"):
         store.writable_folder(folder, "checkpoints and histories")
+
+
+# What a queue worker's train stage does first, with MLflow imported before an agreed start time so that the
+# processes reach the new store together (imports take seconds and would spread them out).
+AT_ONCE = """
+import sys, time
+import mlflow.store.tracking.sqlalchemy_store
+from stages import store, tracking
+time.sleep(max(0, float(sys.argv[2]) - time.time()))
+store.check_store("passengers")
+with tracking.start_run("passengers", sys.argv[1], "train@passengers", {}):
+    pass
+"""
+
+
+def test_experiments_that_start_together_on_a_fresh_clone_share_one_new_store(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"DVC_ROOT": str(tmp_path)}
+    start = str(time.time() + 8)
+    procs = [subprocess.Popen([sys.executable, "-c", AT_ONCE, model, start], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for model in ("rnn", "lstm", "gru")]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(out[-1500:] for out in outputs)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("passengers").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["workspace-gru", "workspace-lstm", "workspace-rnn"]

@@ -409,19 +409,13 @@ def test_dvc_pull_in_a_fresh_clone_restores_data_and_models_byte_identical(team)
           f"({dvc_objects} objects under s3://{BUCKET}/dvc/)")
 
 
-def test_two_queued_experiments_run_in_parallel_lose_no_run(team):
+def test_two_queued_experiments_run_in_parallel_lose_no_run(team, dvc_queue):
     lrs = {"lr-a": "0.005", "lr-b": "0.02"}
     for name, lr in lrs.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"passengers.train.lr={lr}", TARGET], team.repo,
             team.stage_env)
     started = time.perf_counter()
-    run(["dvc", "queue", "start", "-j", "2"], team.repo, team.stage_env)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], team.repo, team.stage_env).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        time.sleep(3)
+    status = dvc_queue(team.repo, team.stage_env, workers=2, deadline_s=600, logs=[team.server.log])
     print(f"\n[team] two queued experiments, -j 2: {time.perf_counter() - started:.1f} s")
     assert status.count("Success") == 2, status + run(["dvc", "queue", "logs", "lr-a"], team.repo, team.stage_env,
                                                       check=False).stdout[-3000:]
