@@ -3,13 +3,60 @@ file is an error naming the key (or the line), and a value a dataclass's __post_
 `params.yaml: <key path> must ...`. stages/config.py declares the dataclasses."""
 import re
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 
 from stages.errors import PipelineError
 
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A field's rule, declared in its annotation (`lr: Positive`): ok(value), or ValueError("<field> must <text>")."""
+    ok: typing.Callable
+    text: str  # "be > 0"
+
+    def __call__(self, name: str, value) -> None:
+        require(self.ok(value), f"{name} must {self.text}, got {list(value) if isinstance(value, tuple) else value!r}")
+
+
+def at_least(low: int):
+    return Annotated[int, Rule(lambda v: v >= low, f"be >= {low}")]
+
+
+def one_of(*options: str):
+    return Annotated[str, Rule(lambda v: v in options, f"be {', '.join(options[:-1])} or {options[-1]}")]
+
+
+Count = at_least(1)
+NonNegative = Annotated[float, Rule(lambda v: v >= 0, "be >= 0")]
+Positive = Annotated[float, Rule(lambda v: v > 0, "be > 0")]
+Ratio = Annotated[float, Rule(lambda v: 0 < v < 1, "be in (0, 1)")]
+Rate = Annotated[float, Rule(lambda v: 0 <= v < 1, "be in [0, 1)")]  # a dropout, a jitter
+Weights = Annotated[tuple[float, ...], Rule(lambda v: len(v) > 0 and all(0 <= w <= 1 for w in v),
+                                            "be a non-empty list of weights in [0, 1]")]
+
+
+class Checked:
+    """A dataclass whose fields' annotations carry their rules: each is checked on creation, in field order, then
+    check() holds what relates two fields (raising ValueError through require)."""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self), include_extras=True)
+        for field in fields(self):
+            for rule in getattr(hints[field.name], "__metadata__", ()):
+                rule(field.name, getattr(self, field.name))
+        self.check()
+
+    def check(self) -> None:
+        pass
 
 def load(path: Path, cls, hint=lambda key: None):
     """`cls` built from the YAML file at `path`; hint(key) explains an unknown top-level key, or returns None."""

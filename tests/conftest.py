@@ -69,14 +69,23 @@ def run_queue(repo, env: dict, workers: int = 2, deadline_s: float = 900, logs=(
     cores / workers threads, as the README's recipe says (more oversubscribe the cores). On the deadline the workers
     are killed and the failure carries the status, the tasks' and workers' logs and the tails of `logs` (servers')."""
     env = env | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
-    subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env, check=True,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + deadline_s
+
+    def start() -> float:
+        subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.monotonic()
 
     def status() -> str:
         return subprocess.run(["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True, text=True).stdout
 
+    started = start()
+    deadline = started + deadline_s
     while any(word in (last := status()) for word in ("Queued", "Running")):
+        if "Running" not in last and "0 active, 0 idle" in last and time.monotonic() - started > 20:
+            # DVC's workers sometimes exit with tasks still queued (iterative/dvc#10562); its answer is a new start
+            # (the 20 s leave new workers time to register)
+            print("\n[queue] the workers exited with tasks queued: dvc queue start again")
+            started = start()
         if time.monotonic() > deadline:
             workers_logs = "".join(f"--- {log}\n{log.read_text(errors='replace')[-2000:]}\n"
                                    for log in [*sorted((repo / ".dvc/tmp/exps/celery").glob("*.out")), *logs])
