@@ -12,16 +12,8 @@ from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import atomic_path, load_arrays, read_json
 from stages.inference import load_model
-from stages.text import encode, fit_kneser_ney, kn_probabilities, tokenize
-from stages.text_predict import decode, generate
-
-
-def mixture(model, kn: dict, weight: float):
-    """(1, T) ids -> (1, V) log of weight P_model + (1 - weight) P_KN: what generate samples from."""
-    def next_logits(x: torch.Tensor) -> torch.Tensor:
-        net = torch.softmax(model(x).double(), dim=1)
-        return torch.log(weight * net + (1 - weight) * torch.from_numpy(kn_probabilities(kn, x.numpy())))
-    return next_logits
+from stages.text import encode, fit_kneser_ney, tokenize
+from stages.text_predict import decode, generate, mixture
 
 
 def continuations(next_logits, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:

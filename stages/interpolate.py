@@ -5,18 +5,20 @@ The Kneser-Ney model is the baseline stage's: counted on the training lines, its
 (text.baseline.kn_orders). lambda is chosen for each network and seed on the validation split alone
 (text.interpolate.weights); the test split is scored once, with it. Writes metrics/<task>/interpolated.json:
 per network `<model>+kn`, the kept seed's test metrics, its `validation` perplexity and lambda, and the spread
-over every seed the checkpoint holds (`seeds`).
+over every seed the checkpoint holds (`seeds`). Each network's MLflow training run gets the mixture of its kept seed
+as a second model, `model_kn` (runs:/<run id>/model_kn: words in, next words out, like `model`).
 Usage: python -m stages.interpolate text
 """
 import torch
 
-from stages import paths
+from stages import paths, store, tracking
 from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
 from stages.files import load_arrays, read_json, write_json
 from stages.inference import is_kept_seed, load_model, seed_spread
 from stages.text import fit_kneser_ney, kn_probabilities
 from stages.text_predict import interpolated_score, probabilities
+from stages.text_train import serving
 
 
 def main(argv: list[str]) -> None:
@@ -25,11 +27,13 @@ def main(argv: list[str]) -> None:
     task_cfg = params.task(task)
     if not isinstance(task_cfg, TextTask):
         raise PipelineError(f"interpolate mixes language models; {task} is a {task_cfg.kind} task")
+    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
     kn, _ = fit_kneser_ney(data, len(meta["vocab"]), task_cfg.baseline.kn_orders)
     kn_probs = {split: kn_probabilities(kn, data[f"x_{split}"]) for split in ("val", "test")}
     y = {split: data[f"y_{split}"] for split in ("val", "test")}
     device, results = torch.device("cpu"), {}
+    served_as = serving(data, meta, task_cfg)  # what the logged model needs to continue raw text, and an example
     for name in params.trained_models(task):
         model, checkpoint = load_model(paths.checkpoint(task, name), task_cfg.kind)
         per_seed, kept = [], 0
@@ -44,7 +48,20 @@ def main(argv: list[str]) -> None:
                                                   if len(per_seed) > 1 else {})
         print(f"{task} {name}+kn (test, KN order {kn['order']}, lambda {per_seed[kept]['validation']['weight']}): "
               + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[kept].items() if isinstance(v, float)))
+        model.load_state_dict(checkpoint["state_dict"])  # the kept seed: the one the logged models serve
+        log_mixture(task, name, model, served_as, kn, per_seed[kept]["validation"]["weight"])
     write_json(paths.interpolated_metrics(task), results)
+
+
+def log_mixture(task: str, name: str, model, served_as: tuple, kn: dict, weight: float) -> None:
+    """The mixture as the model `model_kn` of the network's training run (none: a checkpoint from `dvc pull`)."""
+    from stages.serving import ServedModel  # MLflow's import, only where a run takes a model
+
+    run_id = tracking.training_run(task, paths.checkpoint(task, name))
+    if run_id is not None:
+        spec, example = served_as
+        served = ServedModel("text", spec | {"kn": kn, "kn_weight": weight})
+        tracking.add_model(run_id, "model_kn", model, served, example, paths.checkpoint(task, name))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import numpy as np
 
 from stages.errors import PipelineError
 from stages.inference import classify, predict
-from stages.text import PAD, UNK, encode, language_metrics, left_padded, tensors, tokenize, top_ids
+from stages.text import PAD, UNK, encode, kn_probabilities, language_metrics, left_padded, tensors, tokenize, top_ids
 
 
 def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
@@ -46,18 +46,31 @@ def interpolated_score(net: dict, kn: dict, y: dict, weights) -> dict:
     return metrics | {"validation": {"perplexity": float(np.exp(val_ce[weight])), "weight": float(weight)}}
 
 
+def mixture(model, kn: dict, weight: float):
+    """(1, T) ids -> (1, V) log of weight P_model + (1 - weight) P_KN: what generate and the logged mixture sample
+    from."""
+    import torch
+
+    def next_logits(x):
+        net = torch.softmax(model(x).double(), dim=1)
+        return torch.log(weight * net + (1 - weight) * torch.from_numpy(kn_probabilities(kn, x.numpy())))
+    return next_logits
+
+
 def serve(model, texts, spec: dict):
     """For each text (column `text`, or the first column): the likeliest next word outside <unk>, its
-    probability, and a greedy continuation of n_words words."""
+    probability, and a greedy continuation of n_words words. With `kn` and `kn_weight` in spec (the model the
+    interpolate stage logs), the network's mixture with the Kneser-Ney model answers."""
     import pandas as pd
     import torch
 
     column = texts["text"] if "text" in texts else texts.iloc[:, 0]
     vocab, rows = spec["vocab"], []
+    next_logits = mixture(model, spec["kn"], spec["kn_weight"]) if "kn" in spec else model
     for line in column:
         ids, probabilities = encode([tokenize(str(line))], vocab)[0], []
         with torch.no_grad():
-            words = generate(model, ids, spec["n_words"], 0.0, None, spec["max_len"], probabilities)
+            words = generate(next_logits, ids, spec["n_words"], 0.0, None, spec["max_len"], probabilities)
         rows.append({"next_word": vocab[words[0]], "probability": probabilities[0], "continuation": decode(words, vocab)})
     return pd.DataFrame(rows, columns=["next_word", "probability", "continuation"])
 

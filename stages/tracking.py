@@ -210,15 +210,30 @@ def log_training(model, best: dict, served, example, checkpoint: Path) -> None:
 
 
 def log_model(model, served, example, checkpoint: Path) -> None:
-    """Log `served` with the checkpoint as an artifact, a signature and an input example in real units (its
-    output from `model`, the trained network); pinned requirements skip a slow inference step."""
+    """Log `served` with the checkpoint as the active run's model "model"."""
+    _mlflow().pyfunc.log_model(name="model", **_pyfunc(model, served, example, checkpoint))
+
+
+def add_model(run_id: str, name: str, model, served, example, checkpoint: Path) -> None:
+    """Add `served` with the checkpoint to a finished run as the model `name` (runs:/<run id>/<name>), without
+    reopening the run (see add_to_run)."""
+    import tempfile
+
+    mlflow = _mlflow()
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.pyfunc.save_model(path=f"{folder}/{name}", **_pyfunc(model, served, example, checkpoint))
+        mlflow.MlflowClient().log_artifacts(run_id, f"{folder}/{name}", artifact_path=name)
+
+
+def _pyfunc(model, served, example, checkpoint: Path) -> dict:
+    """What a pyfunc model is made of: `served`, the checkpoint as an artifact, a signature and an input example
+    in real units (its output from `model`, the trained network); pinned requirements skip a slow inference step."""
     import numpy
     import pandas
     import torch
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import Schema, TensorSpec
 
-    mlflow = _mlflow()
     output = served.serve(model.cpu().eval(), example)
     signature = infer_signature(example, output)
     if isinstance(example, numpy.ndarray):  # any history length or image size: serve() checks and says what it needs
@@ -226,11 +241,10 @@ def log_model(model, served, example, checkpoint: Path) -> None:
     # The served model is our own class, pickled and loaded by ourselves: MLflow's warning about pickle, printed
     # once per trained model, would tell a user nothing.
     logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
-    mlflow.pyfunc.log_model(
-        name="model", python_model=served, artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(ROOT / "stages")], signature=signature, input_example=example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
-                          f"pandas=={pandas.__version__}", f"mlflow=={mlflow.__version__}"])
+    return dict(python_model=served, artifacts={"checkpoint": str(checkpoint)}, code_paths=[str(ROOT / "stages")],
+                signature=signature, input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
+                                  f"pandas=={pandas.__version__}", f"mlflow=={_mlflow().__version__}"])
 
 
 CHAMPION = "champion"  # the alias a server loads: models:/<task>@champion

@@ -330,6 +330,7 @@ def test_every_model_is_logged_to_mlflow_with_test_metrics_and_real_inputs(repo)
     try:
         cnn2 = mlflow.pyfunc.load_model(f"runs:/{runs[('digits', 'cnn2')].info.run_id}/model")
         words = mlflow.pyfunc.load_model(f"runs:/{text.info.run_id}/model")
+        mixed = mlflow.pyfunc.load_model(f"runs:/{text.info.run_id}/model_kn")  # added by interpolate
     finally:
         mlflow.set_tracking_uri(None)
     answer = cnn2.predict(digits["x_test"][:20])  # uint8 test images, as a client has them
@@ -337,6 +338,10 @@ def test_every_model_is_logged_to_mlflow_with_test_metrics_and_real_inputs(repo)
     assert np.allclose(answer.filter(like="p_").sum(axis=1), 1, atol=1e-5)
     continued = words.predict(pd.DataFrame({"text": ["대한민국은", "국민은"]}))
     assert all(len(c.split()) == 5 for c in continued["continuation"])
+    # the logged mixture continues each prompt as generate's gru+kn did
+    samples = (repo / "plots/text/samples.md").read_text().split("## gru+kn\n")[1].split("\n## ")[0]
+    greedy = dict(re.findall(r"^\| (.+?) \| greedy \| (.+) \|$", samples, re.M))
+    assert len(greedy) >= 2 and list(mixed.predict(pd.DataFrame({"text": list(greedy)}))["continuation"]) == list(greedy.values())
 
 
 def columns(path: Path) -> dict[str, list[str]]:

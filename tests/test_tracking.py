@@ -19,6 +19,7 @@ from stages import (
     series_predict,
     series_train,
     store,
+    text,
     text_predict,
     text_train,
     tracking,
@@ -190,6 +191,29 @@ def test_the_logged_language_model_takes_words_and_returns_the_next_words(local_
     assert answer["continuation"][0] == text_predict.decode(greedy, vocab) and answer["next_word"][0] == vocab[greedy[0]]
     assert all(len(c.split()) == 3 and "<unk>" not in c for c in answer["continuation"])
     assert ((0 < answer["probability"]) & (answer["probability"] < 1)).all()
+
+
+def test_the_logged_mixture_answers_with_the_network_and_kneser_ney_probabilities_mixed(local_store):
+    vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
+    task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=2, prompts=("국민은", "대한민국은")))
+    spec, example = text_train.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
+    config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
+    model, network = log_and_load(local_store, "text", "text", "gru", config, spec, example)
+    kn = text.kneser_ney(np.array([2, 3, 4, 5, 3, 4]), np.array([3, 3]), len(vocab), 2)  # two lines: ... 법률로 정한다
+    run_id, checkpoint = tracking.training_run("text", local_store / "gru.pt"), local_store / "gru.pt"
+    ended = mlflow.MlflowClient().get_run(run_id).info.end_time
+    tracking.add_model(run_id, "model_kn", model, ServedModel("text", spec | {"kn": kn, "kn_weight": 0.25}), example,
+                       checkpoint)
+    mixed = mlflow.pyfunc.load_model(f"runs:/{run_id}/model_kn")
+    x = torch.tensor([text.left_padded([2], 4)])  # "국민은"
+    with torch.no_grad():
+        expected = 0.25 * torch.softmax(model(x).double(), 1)[0].numpy() + 0.75 * text.kn_probabilities(kn, x.numpy())[0]
+    expected[[text.PAD, text.UNK]] = 0
+    answer = mixed.predict(pd.DataFrame({"text": ["국민은"]}))
+    assert answer["next_word"][0] == vocab[expected.argmax()] == "법률로"  # Kneser-Ney's word, weighted 0.75
+    assert answer["probability"][0] == pytest.approx(expected.max(), rel=1e-5)
+    assert network.predict(pd.DataFrame({"text": ["국민은"]}))["probability"][0] != pytest.approx(expected.max())
+    assert mlflow.MlflowClient().get_run(run_id).info.end_time == ended  # added, not reopened
 
 
 def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path, monkeypatch):
