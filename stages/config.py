@@ -16,9 +16,12 @@ from stages.loader import Checked, Count, NonNegative, Positive, Rate, Ratio, Ru
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
 Orders = Annotated[tuple[int, ...], Rule(lambda v: len(v) > 0 and min(v) >= 2, "be a non-empty list of orders >= 2")]
 Orders3 = Annotated[tuple[int, ...], Rule(lambda v: len(v) in (0, 3), "be three orders or []")]
+Span = Annotated[tuple[float, ...], Rule(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "be [min, max], 0 < min <= max <= 1")]
+Degrees = Annotated[float, Rule(lambda v: 0 <= v <= 180, "be in [0, 180] degrees (images turn by +-rotation)")]
+Pixels32 = Annotated[int, Rule(lambda v: v >= 32 and v % 32 == 0, "be a multiple of 32 (VGG16 halves the image 5 times)")]
+Models = Annotated[tuple[str, ...], Rule(lambda v: len(v) == len(set(v)) > 0, "list each model once (drop an entry with none)")]
 Source = one_of("bundled", "url")  # "bundled" (ships in a pip package, offline) or "url" (the official full data set)
 
 
@@ -30,11 +33,18 @@ class Download(Checked):
 
 
 @dataclass(frozen=True)
-class SeriesPreprocess(Checked):
+class Split(Checked):
+    val_ratio: Ratio  # shares of the examples in the validation and test parts
+    test_ratio: Ratio
+
+    def check(self):
+        require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
+
+
+@dataclass(frozen=True)
+class SeriesPreprocess(Split):
     seq_length: Count
     horizon: Count
-    val_ratio: Ratio
-    test_ratio: Ratio
     scaler: one_of("minmax", "standard")
     log: bool  # model the log of the series: a season that grows with the level becomes additive
     differences: tuple[int, ...]  # lags differenced away before windowing, in order (12: seasonal, 1: first)
@@ -43,7 +53,7 @@ class SeriesPreprocess(Checked):
         require(all(lag >= self.horizon for lag in self.differences),
                 f"differences must all be >= horizon ({self.horizon}): a forecast may use only values it has seen, "
                 f"got {list(self.differences)}")
-        require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
+        super().check()
 
 
 @dataclass(frozen=True)
@@ -106,10 +116,8 @@ class FileSetDownload(Checked):
 
 
 @dataclass(frozen=True)
-class ImagePreprocess(Checked):
+class ImagePreprocess(Split):
     image_size: at_least(8)
-    val_ratio: Ratio
-    test_ratio: Ratio
     split_seed: int  # seeds the stratified splits
 
 
@@ -127,11 +135,8 @@ class ImageModel(Checked):
 class Augment(Checked):
     enabled: bool
     flip: bool
-    # (min, max) share of the image area kept by the random resized crop
-    crop_scale: Annotated[tuple[float, ...], Rule(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
-                                                  "be [min, max] with 0 < min <= max <= 1")]
-    # degrees, uniform in +-rotation
-    rotation: Annotated[float, Rule(lambda v: 0 <= v <= 180, "be in [0, 180] degrees (images turn by +-rotation)")]
+    crop_scale: Span  # (min, max) share of the image area kept by the random resized crop
+    rotation: Degrees  # uniform in +-rotation
     jitter: Rate  # brightness/contrast/saturation factors in [1 - jitter, 1 + jitter]
     elastic: NonNegative  # pixels: largest displacement of the smooth random warp (0: off)
     elastic_sigma: Positive  # pixels: width of the Gaussian that smooths the warp
@@ -179,11 +184,8 @@ class Finetune(Train):
 
 @dataclass(frozen=True)
 class TransferModel(Checked):
-    # "cnn": the digits CNN that train@digits trains; "vgg16" / "resnet18": torchvision ImageNet weights
-    backbone: one_of("cnn", "vgg16", "resnet18")
-    # vgg16/resnet18: pixels per side the backbone sees (batches are upsampled to it)
-    input_size: Annotated[int, Rule(lambda v: v >= 32 and v % 32 == 0,
-                                    "be a multiple of 32 (VGG16 halves the image 5 times)")]
+    backbone: one_of("cnn", "vgg16", "resnet18")  # cnn: the digits CNN train@digits trains; others: ImageNet weights
+    input_size: Pixels32  # vgg16/resnet18: pixels per side the backbone sees (batches are upsampled to it)
     hidden_size: Count  # vgg16/resnet18: units of the new head's hidden layer
     dropout: Rate  # vgg16/resnet18: dropout in the new head
 
@@ -201,24 +203,17 @@ class TransferTask(Checked):
     models: typing.ClassVar[tuple] = ("scratch", "extract", "finetune")
 
     def check(self):
-        # the digits CNN reads 1-channel digits; ImageNet networks read the 3-channel CIFAR-10 images
-        on_cifar = self.download.source == "url"
-        require(on_cifar == (self.model.backbone != "cnn"),
+        require((self.download.source == "url") == (self.model.backbone != "cnn"),  # 1-channel digits, 3-channel CIFAR
                 f"model.backbone {self.model.backbone} does not fit download.source {self.download.source}: "
                 "use backbone cnn with source bundled (UCI digits), or vgg16/resnet18 with source url (CIFAR-10)")
 
 
 @dataclass(frozen=True)
-class TextPreprocess(Checked):
+class TextPreprocess(Split):
     min_count: Count  # words seen fewer times in the training part become <unk>
     max_vocab: at_least(0)  # 0 = no cap
     sequences: one_of("prefix", "window")  # "prefix": every prefix of every line (the original); "window": max_len
     max_len: Count  # context length in words
-    val_ratio: Ratio
-    test_ratio: Ratio
-
-    def check(self):
-        require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
 
 
 @dataclass(frozen=True)
@@ -243,15 +238,13 @@ class Generate(Checked):
 
 @dataclass(frozen=True)
 class TextBaseline(Checked):
-    # Jelinek-Mercer weights of the bigram against the unigram; validation picks
-    bigram_weights: Weights
+    bigram_weights: Weights  # Jelinek-Mercer weights of the bigram against the unigram; validation picks
     kn_orders: Orders  # Kneser-Ney orders tried; validation picks one
 
 
 @dataclass(frozen=True)
 class Interpolate(Checked):
-    # network weights lambda tried in lambda P_network + (1 - lambda) P_KN
-    weights: Weights
+    weights: Weights  # network weights lambda tried in lambda P_network + (1 - lambda) P_KN
 
 
 @dataclass(frozen=True)
@@ -275,9 +268,7 @@ class TextTask(Checked):
 @dataclass(frozen=True)
 class Run(Checked):
     kind: str  # the task's kind, as in `tasks` (dvc.yaml declares the train stage's code from it)
-    # the models train@<task> trains, one after another in one process
-    models: Annotated[tuple[str, ...], Rule(lambda v: len(v) == len(set(v)) > 0,
-                                            "list each model to train once (drop an entry that trains none)")]
+    models: Models  # the models train@<task> trains, one after another in one process
 
 
 @dataclass(frozen=True)
@@ -294,8 +285,7 @@ class Params(Checked):
     text: TextTask
 
     def check(self):
-        # the tasks that train several
-        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)
+        most_seeds = max(self.passengers.train.seeds, self.temperature.train.seeds, self.text.train.seeds)  # seeded tasks
         require(0 <= self.seed and self.seed + most_seeds - 1 < 2**32,  # NumPy's seed range, with seed + k for k seeds
                 f"seed must be in [0, 2**32 - {most_seeds}] (a task trains {most_seeds} seeds from it), got {self.seed}")
         for name, kind in self.tasks.items():
@@ -326,13 +316,11 @@ class Params(Checked):
 
 
 TASK_NAMES = tuple(f.name for f in fields(Params) if is_dataclass(typing.get_type_hints(Params)[f.name]))
-# The sections a task has (download, preprocess, train, ...): as a top-level key, one is a task-first slip.
-STAGE_KEYS = {f.name for name in TASK_NAMES for f in fields(typing.get_type_hints(Params)[name])}
 
 
 def _task_first(key: str) -> str | None:
-    """What an unknown top-level key that is a stage's section means: a slip from task-first keys."""
-    if key in STAGE_KEYS:
+    """An unknown top-level key that is a task's section (download, preprocess, train, ...) is a task-first slip."""
+    if key in {f.name for name in TASK_NAMES for f in fields(typing.get_type_hints(Params)[name])}:
         return (f"keys are task-first, <task>.{key}.<key> (e.g. passengers.{key}, digits.{key}); "
                 f"tasks: {', '.join(TASK_NAMES)}")
     return None

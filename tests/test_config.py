@@ -111,6 +111,20 @@ def test_params_yaml_is_kept_in_the_form_dvc_writes_back(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, message", [
+    ("digits.preprocess.val_ratio", 0.8, r"digits\.preprocess\.val_ratio \+ test_ratio must be < 1"),
+    ("passengers.preprocess.test_ratio", 0.95, r"passengers\.preprocess\.val_ratio \+ test_ratio must be < 1"),
+    ("text.preprocess.val_ratio", 0, r"text\.preprocess\.val_ratio must be in \(0, 1\), got 0"),
+    ("digits.train.augment.crop_scale", [0.9, 0.5], r"crop_scale must be \[min, max\], 0 < min <= max <= 1, got \[0\.9, 0\.5\]"),
+    ("runs.passengers.models", ["lstm", "lstm"], r"runs\.passengers\.models must list each model once"),
+])
+def test_a_rule_declared_on_a_field_names_the_key_and_the_value(tmp_path, raw, key, value, message):
+    """The rules live in the fields' annotations (stages/loader.py Rule); a split's parts must leave a training part."""
+    set_key(raw, key, value)
+    with pytest.raises(PipelineError, match=message):
+        load(tmp_path, raw)
+
+
+@pytest.mark.parametrize("key, value, message", [
     ("digits.train.augment.rotation", -5, r"digits\.train\.augment\.rotation must be in \[0, 180\]"),
     ("text.preprocess.max_vocab", -1, r"text\.preprocess\.max_vocab must be >= 0"),
     ("seed", -1, r"seed must be in \[0, 2\*\*32 - 3\]"),
