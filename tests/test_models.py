@@ -78,3 +78,15 @@ def test_tied_embeddings_share_one_matrix_and_need_equal_sizes():
     assert copy.head.weight is copy.embedding.weight and torch.equal(copy.head.weight, tied.embedding.weight)
     with pytest.raises(ValueError, match="embedding_dim = hidden_size"):
         build_model("text", "gru", config | {"hidden_size": 32, "tie_embeddings": True})
+
+
+def test_the_model_names_params_yaml_accepts_are_the_models_that_build():
+    """config.py holds the names a task's runs may list (checked before any work, without importing torch);
+    models.py holds the constructors: every name must build, and every constructor be reachable from a task."""
+    from stages.config import DigitsTask, FlowersTask, SeriesTask, TextTask
+    from stages.models import IMAGENET_BACKBONES, _constructors
+
+    accepted = {"series": set(SeriesTask.models), "text": set(TextTask.models),
+                "images": {*DigitsTask.models, *FlowersTask.models, *IMAGENET_BACKBONES}}  # transfer: its backbones
+    for kind, names in accepted.items():
+        assert set(_constructors(kind)) == names, kind
