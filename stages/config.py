@@ -1,9 +1,8 @@
 """params.yaml as frozen dataclasses, loaded once; an unknown, missing or impossible value is an error.
 
-params.yaml is task-first (`passengers.train.lr`), so each DVC stage can declare just its own task's keys.
-A field's annotation carries its rule (`lr: Positive`, stages/loader.py checks it) and check() what relates
-fields; either raises ValueError("<key> must ..."), which load_params() turns into a PipelineError naming the full
-key (`params.yaml: passengers.train.lr must be > 0, got -1`).
+params.yaml is task-first (`passengers.train.lr`), so each DVC stage can declare just its own task's keys. A field's
+annotation carries its rule (`lr: Positive`, checked by stages/loader.py), check() what relates fields; a refusal
+names the full key (`params.yaml: passengers.train.lr must be > 0, got -1`).
 """
 import typing
 from dataclasses import dataclass, fields, is_dataclass
@@ -15,7 +14,6 @@ from stages.errors import PipelineError
 from stages.loader import Checked, Count, NonNegative, Positive, Rate, Ratio, Rule, Weights, at_least, one_of, require
 
 ROOT = Path(__file__).resolve().parent.parent
-
 Orders = Annotated[tuple[int, ...], Rule(lambda v: len(v) > 0 and min(v) >= 2, "be a non-empty list of orders >= 2")]
 Orders3 = Annotated[tuple[int, ...], Rule(lambda v: len(v) in (0, 3), "be three orders or []")]
 Span = Annotated[tuple[float, ...], Rule(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "be [min, max], 0 < min <= max <= 1")]
@@ -32,11 +30,8 @@ class Download(Checked):
     checksum: str  # "sha256:<hex>" or "md5:<hex>"
 
 
-@dataclass(frozen=True)
 class Split(Checked):
-    val_ratio: Ratio  # shares of the examples in the validation and test parts
-    test_ratio: Ratio
-
+    """A preprocess section's val_ratio and test_ratio (its own fields, in params.yaml's order) leave a train part."""
     def check(self):
         require(self.val_ratio + self.test_ratio < 1, "val_ratio + test_ratio must be < 1")
 
@@ -45,6 +40,8 @@ class Split(Checked):
 class SeriesPreprocess(Split):
     seq_length: Count
     horizon: Count
+    val_ratio: Ratio
+    test_ratio: Ratio
     scaler: one_of("minmax", "standard")
     log: bool  # model the log of the series: a season that grows with the level becomes additive
     differences: tuple[int, ...]  # lags differenced away before windowing, in order (12: seasonal, 1: first)
@@ -118,6 +115,8 @@ class FileSetDownload(Checked):
 @dataclass(frozen=True)
 class ImagePreprocess(Split):
     image_size: at_least(8)
+    val_ratio: Ratio
+    test_ratio: Ratio
     split_seed: int  # seeds the stratified splits
 
 
@@ -214,6 +213,8 @@ class TextPreprocess(Split):
     max_vocab: at_least(0)  # 0 = no cap
     sequences: one_of("prefix", "window")  # "prefix": every prefix of every line (the original); "window": max_len
     max_len: Count  # context length in words
+    val_ratio: Ratio
+    test_ratio: Ratio
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,6 @@ def _task_first(key: str) -> str | None:
     if key in {f.name for name in TASK_NAMES for f in fields(typing.get_type_hints(Params)[name])}:
         return (f"keys are task-first, <task>.{key}.<key> (e.g. passengers.{key}, digits.{key}); "
                 f"tasks: {', '.join(TASK_NAMES)}")
-    return None
 
 
 def load_params(path: Path = ROOT / "params.yaml") -> Params:

@@ -216,9 +216,20 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
 # trained on windows of the classical model's past one-step errors (residuals), forecasts the next error; the
 # forecast is the sum. The classical part is the SARIMA of the task's baseline settings, on its scale (log or not).
 
+_ONE_STEP: dict = {}  # the filter's answers in this process: every hybrid and seed of a task asks the same question
+
+
 def sarima_one_step(z: np.ndarray, params: np.ndarray, order, seasonal_order) -> np.ndarray:
     """The one-step-ahead SARIMA forecast of every z[t] from z[:t] alone: the Kalman filter run with `params`
-    fixed, never refitted. The first d + D*season forecasts have no differenced history and are unreliable."""
+    fixed, never refitted. The first d + D*season forecasts have no differenced history and are unreliable.
+    A question asked before in this process (same z, params and orders) gets the same answer from memory."""
+    key = (z.astype(np.float64).tobytes(), tuple(map(float, params)), tuple(order), tuple(seasonal_order))
+    if key not in _ONE_STEP:
+        _ONE_STEP[key] = _filter(z, params, order, seasonal_order)
+    return _ONE_STEP[key].copy()
+
+
+def _filter(z: np.ndarray, params, order, seasonal_order) -> np.ndarray:
     import warnings
 
     from statsmodels.tsa.statespace.sarimax import SARIMAX

@@ -294,3 +294,18 @@ def test_every_prepared_series_keeps_its_transform_in_meta():
     cfg = load_params().passengers.preprocess
     _, meta = series.windows(values, cfg, "passengers")
     assert meta["log"] == cfg.log and meta["differences"] == list(cfg.differences)
+
+
+def test_a_repeated_sarima_filter_answers_from_memory_with_the_same_forecasts():
+    """Every hybrid and seed of a task filters the same series with the same SARIMA: evaluate asks once."""
+    t = np.arange(60)
+    z = np.log(100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12))
+    params, order, seasonal = [0.3, -0.2, 0.01], (1, 1, 0), (0, 1, 1, 12)
+    series._ONE_STEP.clear()
+    first = series.sarima_one_step(z, params, order, seasonal)
+    first[:] = 0  # the caller's copy: changing it changes no later answer
+    again = series.sarima_one_step(z.copy(), np.array(params), list(order), list(seasonal))
+    assert len(series._ONE_STEP) == 1
+    np.testing.assert_array_equal(again, series._filter(z, params, order, seasonal))
+    other = series.sarima_one_step(z[:48], params, order, seasonal)  # another series: its own forecasts
+    assert len(series._ONE_STEP) == 2 and np.array_equal(other, again[:48])  # a forecast uses the past only
