@@ -179,12 +179,20 @@ def test_the_logged_classifier_takes_0_255_pixels_and_returns_the_class_and_prob
     assert len(served.predict(pixels[:, ::2, ::2].astype(np.uint8))) == 3  # 14x14 digits are resized as preprocess does
 
 
+VOCAB = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
+
+
+def logged_language_model(root, n_words: int):
+    """A tiny GRU language model logged as the train stage does: (spec, example, model, served)."""
+    task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=n_words, prompts=("국민은", "대한민국은")))
+    spec, example = text_train.serving({}, {"vocab": VOCAB, "max_len": 4}, task_cfg)
+    config = {"vocab_size": len(VOCAB), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
+    return spec, example, *log_and_load(root, "text", "text", "gru", config, spec, example)
+
+
 def test_the_logged_language_model_takes_words_and_returns_the_next_words(local_store):
-    vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
-    task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=3, prompts=("국민은", "대한민국은")))
-    spec, example = text_train.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
-    config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
-    model, served = log_and_load(local_store, "text", "text", "gru", config, spec, example)
+    vocab = VOCAB
+    _, _, model, served = logged_language_model(local_store, 3)
     answer = served.predict(pd.DataFrame({"text": ["국민은 법률로", "모르는 말"]}))
     with torch.no_grad():
         greedy = text_predict.generate(model, [2, 3], 3, 0.0, None, 4)
@@ -194,11 +202,8 @@ def test_the_logged_language_model_takes_words_and_returns_the_next_words(local_
 
 
 def test_the_logged_mixture_answers_with_the_network_and_kneser_ney_probabilities_mixed(local_store):
-    vocab = ["<pad>", "<unk>", "국민은", "법률로", "정한다", "대한민국은"]
-    task_cfg = SimpleNamespace(generate=SimpleNamespace(n_words=2, prompts=("국민은", "대한민국은")))
-    spec, example = text_train.serving({}, {"vocab": vocab, "max_len": 4}, task_cfg)
-    config = {"vocab_size": len(vocab), "embedding_dim": 4, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
-    model, network = log_and_load(local_store, "text", "text", "gru", config, spec, example)
+    vocab = VOCAB
+    spec, example, model, network = logged_language_model(local_store, 2)
     kn = text.kneser_ney(np.array([2, 3, 4, 5, 3, 4]), np.array([3, 3]), len(vocab), 2)  # two lines: ... 법률로 정한다
     run_id, checkpoint = tracking.training_run("text", local_store / "gru.pt"), local_store / "gru.pt"
     ended = mlflow.MlflowClient().get_run(run_id).info.end_time
