@@ -58,6 +58,7 @@ class Checked:
     def check(self) -> None:
         pass
 
+
 def load(path: Path, cls, hint=lambda key: None):
     """`cls` built from the YAML file at `path`; hint(key) explains an unknown top-level key, or returns None."""
     try:
