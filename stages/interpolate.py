@@ -6,7 +6,8 @@ The Kneser-Ney model is the baseline stage's: counted on the training lines, its
 (text.interpolate.weights); the test split is scored once, with it. Writes metrics/<task>/interpolated.json:
 per network `<model>+kn`, the kept seed's test metrics, its `validation` perplexity and lambda, and the spread
 over every seed the checkpoint holds (`seeds`). Each network's MLflow training run gets the mixture of its kept seed
-as a second model, `model_kn` (runs:/<run id>/model_kn: words in, next words out, like `model`).
+as a second model, `model_kn` (runs:/<run id>/model_kn: words in, next words out, like `model`); what was mixed goes
+to logs/<task>.mixtures.json, which lives in the DVC cache so that a fresh clone runs this stage (see stages/log.py).
 Usage: python -m stages.interpolate text
 """
 import torch
@@ -14,7 +15,7 @@ import torch
 from stages import paths, store, tracking
 from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
-from stages.files import load_arrays, read_json, write_json
+from stages.files import content_sha256, load_arrays, read_json, write_json
 from stages.inference import is_kept_seed, load_model, seed_spread
 from stages.text import fit_kneser_ney, kn_probabilities
 from stages.text_predict import interpolated_score, probabilities
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> None:
     kn, _ = fit_kneser_ney(data, len(meta["vocab"]), task_cfg.baseline.kn_orders)
     kn_probs = {split: kn_probabilities(kn, data[f"x_{split}"]) for split in ("val", "test")}
     y = {split: data[f"y_{split}"] for split in ("val", "test")}
-    device, results = torch.device("cpu"), {}
+    device, results, mixed = torch.device("cpu"), {}, {}
     served_as = serving(data, meta, task_cfg)  # what the logged model needs to continue raw text, and an example
     for name in params.trained_models(task):
         model, checkpoint = load_model(paths.checkpoint(task, name), task_cfg.kind)
@@ -50,7 +51,10 @@ def main(argv: list[str]) -> None:
               + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[kept].items() if isinstance(v, float)))
         model.load_state_dict(checkpoint["state_dict"])  # the kept seed: the one the logged models serve
         log_mixture(task, name, model, served_as, kn, per_seed[kept]["validation"]["weight"])
+        mixed[name] = {"checkpoint_sha256": content_sha256(paths.checkpoint(task, name)), "kn_order": kn["order"],
+                       "weight": per_seed[kept]["validation"]["weight"]}
     write_json(paths.interpolated_metrics(task), results)
+    write_json(paths.mixtures_logged(task), mixed)
 
 
 def log_mixture(task: str, name: str, model, served_as: tuple, kn: dict, weight: float) -> None:

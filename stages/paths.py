@@ -92,6 +92,12 @@ def summary(task: str) -> Path:
     return Path("metrics") / "summary" / f"{task}.json"
 
 
+def mixtures_logged(task: str) -> Path:
+    """Text: the mixtures the interpolate stage added to the networks' MLflow runs (each checkpoint's hash, lambda and
+    the Kneser-Ney order), in the DVC cache, not in git: a fresh clone's `dvc repro` runs interpolate, as it runs log."""
+    return Path("logs") / f"{task}.mixtures.json"
+
+
 def logged(task: str) -> Path:
     """What the log stage added to a task's MLflow runs (checkpoint hashes, metrics, file hashes): kept in the DVC
     cache, not in git, so a fresh clone's `dvc repro` runs the log stage and its MLflow store gets every test

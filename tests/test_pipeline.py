@@ -291,6 +291,10 @@ def test_a_fresh_clone_logs_test_metrics_and_figures_to_its_own_mlflow(repo, tmp
     champion = client.get_model_version_by_alias("passengers", "champion")  # registered where plot was skipped
     assert champion.tags["checkpoint_sha256"] == content_sha256(clone / f"models/passengers/{chosen}.pt")
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "log@passengers"], clone).stdout
+    # interpolate's output is in the DVC cache too: the clone mixes again and its text runs get model_kn
+    assert "Running stage 'interpolate@text'" in run(["dvc", "repro", "interpolate@text"], clone).stdout
+    runs = client.search_runs([client.get_experiment_by_name("text").experiment_id])
+    assert runs and all("model_kn" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in runs)
     assert run(["git", "status", "--porcelain"], clone).stdout == ""
 
 
