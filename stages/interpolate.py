@@ -10,6 +10,8 @@ as a second model, `model_kn` (runs:/<run id>/model_kn: words in, next words out
 to logs/<task>.mixtures.json, which lives in the DVC cache so that a fresh clone runs this stage (see stages/log.py).
 Usage: python -m stages.interpolate text
 """
+from pathlib import Path
+
 import torch
 
 from stages import paths, store, tracking
@@ -36,7 +38,8 @@ def main(argv: list[str]) -> None:
     device, results, mixed = torch.device("cpu"), {}, {}
     served_as = serving(data, meta, task_cfg)  # what the logged model needs to continue raw text, and an example
     for name in params.trained_models(task):
-        model, checkpoint = load_model(paths.checkpoint(task, name), task_cfg.kind)
+        path = paths.checkpoint(task, name)
+        model, checkpoint = load_model(path, task_cfg.kind)
         per_seed, kept = [], 0
         for i, state in enumerate(checkpoint.get("seed_state_dicts", [checkpoint["state_dict"]])):
             if is_kept_seed(checkpoint, state):
@@ -47,25 +50,25 @@ def main(argv: list[str]) -> None:
         results[f"{name}+kn"] = per_seed[kept] | ({"seeds": seed_spread(per_seed) | {"kept": checkpoint["seed"],
                                                                                 "count": len(per_seed)}}
                                                   if len(per_seed) > 1 else {})
-        print(f"{task} {name}+kn (test, KN order {kn['order']}, lambda {per_seed[kept]['validation']['weight']}): "
+        weight = per_seed[kept]["validation"]["weight"]
+        print(f"{task} {name}+kn (test, KN order {kn['order']}, lambda {weight}): "
               + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[kept].items() if isinstance(v, float)))
         model.load_state_dict(checkpoint["state_dict"])  # the kept seed: the one the logged models serve
-        log_mixture(task, name, model, served_as, kn, per_seed[kept]["validation"]["weight"])
-        mixed[name] = {"checkpoint_sha256": content_sha256(paths.checkpoint(task, name)), "kn_order": kn["order"],
-                       "weight": per_seed[kept]["validation"]["weight"]}
+        log_mixture(task, path, model, served_as, kn, weight)
+        mixed[name] = {"checkpoint_sha256": content_sha256(path), "kn_order": kn["order"], "weight": weight}
     write_json(paths.interpolated_metrics(task), results)
     write_json(paths.mixtures_logged(task), mixed)
 
 
-def log_mixture(task: str, name: str, model, served_as: tuple, kn: dict, weight: float) -> None:
+def log_mixture(task: str, checkpoint: Path, model, served_as: tuple, kn: dict, weight: float) -> None:
     """The mixture as the model `model_kn` of the network's training run (none: a checkpoint from `dvc pull`)."""
     from stages.serving import ServedModel  # MLflow's import, only where a run takes a model
 
-    run_id = tracking.training_run(task, paths.checkpoint(task, name))
+    run_id = tracking.training_run(task, checkpoint)
     if run_id is not None:
         spec, example = served_as
         served = ServedModel("text", spec | {"kn": kn, "kn_weight": weight})
-        tracking.add_model(run_id, "model_kn", model, served, example, paths.checkpoint(task, name))
+        tracking.add_model(run_id, "model_kn", model, served, example, checkpoint)
 
 
 if __name__ == "__main__":
