@@ -1,1 +1,6 @@
-"""Pipeline stages: one module per DVC stage, plus shared config, data, models and tracking code."""
+"""Pipeline stages: one module per DVC stage, plus shared config, data, models and tracking code.
+
+Importing the package pins the CPU math kernels before any stage loads numpy or torch (stages/kernels.py)."""
+from stages import kernels
+
+kernels.pin()

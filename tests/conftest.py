@@ -10,6 +10,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import stages  # noqa: F401 - first: pins the CPU kernels before any test loads numpy (stages/kernels.py)
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 

@@ -45,8 +45,9 @@ def imported_modules(name: str) -> set[str]:
 
 
 def code_closure(name: str) -> set[str]:
-    """The module and every stages module it imports, directly or through others."""
-    seen, todo = set(), [name]
+    """The module and every stages module it imports, directly or through others; stages/__init__.py's imports
+    (the CPU kernel pins) come with every module of the package."""
+    seen, todo = set(), [name, *imported_modules("__init__")]
     while todo:
         module = todo.pop()
         if module not in seen:
