@@ -25,6 +25,7 @@ class Results:
     predictions: dict  # model -> columns of its test predictions csv, as strings
     baseline_predictions: dict  # columns of the baselines' predictions csv, as strings
     interpolated: dict = field(default_factory=dict)  # text: each network mixed with Kneser-Ney -> its test metrics
+    mixture_predictions: dict = field(default_factory=dict)  # text: each mixture -> log P(actual) per test word
 
 
 def learning_curves(histories: dict[str, dict], metric: str, title: str):

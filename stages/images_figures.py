@@ -3,8 +3,10 @@ with their predictions, and the augmented training images as training sees them.
 import numpy as np
 
 from stages import figures as draw
+from stages.errors import PipelineError
 from stages.images import confusion_matrix, to_tensor
 from stages.images_train import augmenter
+from stages.significance import mcnemar, verdict
 
 HEADLINE, LOWER_IS_BETTER = "accuracy", False  # the test metric metrics/summary/<task>.json lists per model
 
@@ -50,4 +52,19 @@ def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) 
         names = [classes[i] for i in data["y_train"][shown_train]]
         out["augmentation.png"] = draw.image_grid(grid, names, ["black"] * len(names), ncols=5,
                                                   title=f"{task}: augmented training images, as training sees them")
+    return out
+
+
+def versus(results: draw.Results, best: str) -> dict[str, str]:
+    """Each model's exact McNemar test against baseline `best` on the same test images, in words."""
+    actual = np.array(results.baseline_predictions["actual"])
+    reference = np.array(results.baseline_predictions[best]) == actual
+    out = {}
+    for m, columns in results.predictions.items():
+        right = np.array(columns["predicted"]) == np.array(columns["actual"])
+        if len(right) != len(actual):
+            raise PipelineError(f"{results.task}: {m} was scored on {len(right)} test images, the baselines on "
+                                f"{len(actual)}: re-run evaluate and baseline")
+        b, c, p = mcnemar(right, reference)
+        out[m] = verdict(p, b > c, len(actual), "images")
     return out

@@ -5,7 +5,8 @@ The Kneser-Ney model is the baseline stage's: counted on the training lines, its
 (text.baseline.kn_orders). lambda is chosen for each network and seed on the validation split alone
 (text.interpolate.weights); the test split is scored once, with it. Writes metrics/<task>/interpolated.json:
 per network `<model>+kn`, the kept seed's test metrics, its `validation` perplexity and lambda, and the spread
-over every seed the checkpoint holds (`seeds`). Each network's MLflow training run gets the mixture of its kept seed
+over every seed the checkpoint holds (`seeds`), and plots/<task>/mixtures/predictions.csv: each mixture's log
+P(actual word) of every test example. Each network's MLflow training run gets the mixture of its kept seed
 as a second model, `model_kn` (runs:/<run id>/model_kn: words in, next words out, like `model`); what was mixed goes
 to logs/<task>.mixtures.json, which lives in the DVC cache so that a fresh clone runs this stage (see stages/log.py).
 Usage: python -m stages.interpolate text
@@ -17,10 +18,10 @@ import torch
 from stages import paths, store, tracking
 from stages.config import TextTask, load_params
 from stages.errors import PipelineError, run_stage
-from stages.files import content_sha256, load_arrays, read_json, write_json
+from stages.files import content_sha256, load_arrays, read_json, write_csv, write_json
 from stages.inference import is_kept_seed, load_model, seed_spread
 from stages.text import fit_kneser_ney, kn_probabilities
-from stages.text_predict import interpolated_score, probabilities
+from stages.text_predict import interpolated_score, mixture_logp, probabilities
 from stages.text_train import serving
 
 
@@ -35,28 +36,30 @@ def main(argv: list[str]) -> None:
     kn, _ = fit_kneser_ney(data, len(meta["vocab"]), task_cfg.baseline.kn_orders)
     kn_probs = {split: kn_probabilities(kn, data[f"x_{split}"]) for split in ("val", "test")}
     y = {split: data[f"y_{split}"] for split in ("val", "test")}
-    device, results, mixed = torch.device("cpu"), {}, {}
+    device, results, mixed, logp = torch.device("cpu"), {}, {}, {}
     served_as = serving(data, meta, task_cfg)  # what the logged model needs to continue raw text, and an example
     for name in params.trained_models(task):
         path = paths.checkpoint(task, name)
         model, checkpoint = load_model(path, task_cfg.kind)
         per_seed, kept = [], 0
         for i, state in enumerate(checkpoint.get("seed_state_dicts", [checkpoint["state_dict"]])):
-            if is_kept_seed(checkpoint, state):
-                kept = i
             model.load_state_dict(state)
             net = {split: probabilities(model, data, meta, split, device) for split in ("val", "test")}
             per_seed.append(interpolated_score(net, kn_probs, y, task_cfg.interpolate.weights))
+            if is_kept_seed(checkpoint, state):
+                kept, kept_net = i, net["test"]
         results[f"{name}+kn"] = per_seed[kept] | ({"seeds": seed_spread(per_seed) | {"kept": checkpoint["seed"],
                                                                                 "count": len(per_seed)}}
                                                   if len(per_seed) > 1 else {})
         weight = per_seed[kept]["validation"]["weight"]
+        logp[f"{name}+kn"] = mixture_logp(kept_net, kn_probs["test"], y["test"], weight).tolist()
         print(f"{task} {name}+kn (test, KN order {kn['order']}, lambda {weight}): "
               + "  ".join(f"{k} {v:.4f}" for k, v in per_seed[kept].items() if isinstance(v, float)))
         model.load_state_dict(checkpoint["state_dict"])  # the kept seed: the one the logged models serve
         log_mixture(task, path, model, served_as, kn, weight)
         mixed[name] = {"checkpoint_sha256": content_sha256(path), "kn_order": kn["order"], "weight": weight}
     write_json(paths.interpolated_metrics(task), results)
+    write_csv(paths.mixture_predictions(task), logp)  # log P(actual word), for the report's paired bootstrap
     write_json(paths.mixtures_logged(task), mixed)
 
 

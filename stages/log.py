@@ -17,6 +17,8 @@ validation with `dvc exp show`; after `dvc exp apply <winner>`, `dvc repro -s -f
 Here again a fresh clone behaves: evaluate and plot are skipped, this stage runs and registers its own champion.
 Usage: python -m stages.log <task>
 """
+import hashlib
+import json
 import os
 
 from stages import paths, store, tracking
@@ -59,10 +61,21 @@ def main(argv: list[str]) -> None:
     write_json(paths.logged(task), {"models": logged, "files": files, "chosen": chosen})
     print(f"{task}: test metrics, {len(artifacts['figures'])} figures and report added to {len(runs)} of {len(logged)} "
           f"MLflow runs in {store.tracking_uri()}")
-    print(promote(task, chosen, logged[chosen["model"]]["checkpoint_sha256"], runs.get(chosen["model"])))
+    network, served = served_as(chosen["model"])
+    identity = logged[network]["checkpoint_sha256"]
+    if served != "model":  # a mixture: the checkpoint with the weight (and validation score) interpolate chose
+        entry = {"checkpoint_sha256": identity, "validation": mixtures[chosen["model"]]["validation"]}
+        identity = hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()
+    print(promote(task, chosen, identity, runs.get(network), served))
 
 
-def promote(task: str, chosen: dict, checkpoint_sha256: str, run_id: str | None) -> str:
+def served_as(chosen: str) -> tuple[str, str]:
+    """(the trained network, the model of its MLflow run that serves `chosen`): a text network's mixture with
+    Kneser-Ney, `<network>+kn`, is its run's model_kn (stage interpolate); any other model is its run's model."""
+    return (chosen.removesuffix("+kn"), "model_kn") if chosen.endswith("+kn") else (chosen, "model")
+
+
+def promote(task: str, chosen: dict, identity: str, run_id: str | None, served: str) -> str:
     """Register the chosen model as the task's champion, outside experiments (see above); what happened."""
     if os.environ.get("DVC_EXP_NAME"):
         return (f"{task}: {chosen['model']} is DVC experiment {tracking.dvc_experiment()}'s candidate, not promoted "
@@ -70,7 +83,7 @@ def promote(task: str, chosen: dict, checkpoint_sha256: str, run_id: str | None)
     if run_id is None:
         return f"{task}: no MLflow run wrote {chosen['model']}'s checkpoint here: nothing to register"
     validation = {k: v for k, v in chosen.items() if k != "model"}
-    return tracking.promote(task, run_id, checkpoint_sha256, validation)
+    return tracking.promote(task, run_id, identity, validation, served)
 
 
 if __name__ == "__main__":

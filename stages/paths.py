@@ -59,6 +59,11 @@ def interpolated_metrics(task: str) -> Path:
     return Path("metrics") / task / "interpolated.json"
 
 
+def mixture_predictions(task: str) -> Path:
+    """Text: log P(actual word) of every test example under each network's mixture (stage interpolate)."""
+    return Path("plots") / task / "mixtures" / "predictions.csv"
+
+
 def baseline_predictions(task: str) -> Path:
     return Path("plots") / task / "baselines" / "predictions.csv"
 

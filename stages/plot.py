@@ -23,12 +23,16 @@ from stages.files import (
 )
 
 
-def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
-    """Markdown: the test metrics of models and baselines, the figures, generated text, and the params."""
+def report(results: figures.Results, task_cfg, figure_names: list[str], best: str, versus: dict) -> str:
+    """Markdown: the test metrics of models and baselines, each model's significance test against the best
+    baseline (`versus`: model -> the verdict in words), the figures, generated text, and the params."""
     rows = {**{f"{b} (baseline)": v for b, v in results.baselines.items()}, **results.metrics, **results.interpolated}
     keys = [k for k, v in next(iter(results.metrics.values())).items() if isinstance(v, float)]
-    lines = [f"# {results.task}", "", "## Test split", "", "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys) + " |" for name, v in rows.items()]
+    against = {f"{best} (baseline)": "the best baseline"} | versus
+    lines = [f"# {results.task}", "", "## Test split", "", "| | " + " | ".join(keys) + f" | against {best} |",
+             "|---" * (len(keys) + 2) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{v[k]:.4g}" if k in v else "" for k in keys)
+              + f" | {against.get(name, '')} |" for name, v in rows.items()]
     lines += ["", "## Figures", ""] + [f"![{Path(name).stem}]({name})" for name in figure_names]
     if paths.samples(results.task).exists():
         lines += ["", paths.samples(results.task).read_text().replace("# ", "## ", 1)]
@@ -36,19 +40,25 @@ def report(results: figures.Results, task_cfg, figure_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def best_baseline(results: figures.Results, headline: str, lower_is_better: bool) -> str:
+    """The baseline with the best test headline: what every model is compared with, never chosen by."""
+    return (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
+
+
 def summary(results: figures.Results, headline: str, lower_is_better: bool) -> dict:
     """The headline test metric of every model (text: and of each network mixed with Kneser-Ney) and of the best
     baseline, the same metric of every model on the validation split, and the model chosen on validation (what the
-    log stage registers in MLflow, and what a sweep is sorted by; a trained model, never a mixture), under names
+    log stage registers in MLflow, and what a sweep is sorted by; text: a network or its Kneser-Ney mixture, both
+    served), under names
     unique across tasks (`dvc exp show` then shows them without file prefixes):
     {task: {metric: {model: value, baseline_<name>: value}, val_<metric>: {model: value},
             chosen: {model: name, val_<metric>: value}}}. The choice never reads a test number."""
     pick = min if lower_is_better else max
-    best = pick(results.baselines, key=lambda b: results.baselines[b][headline])
+    best = best_baseline(results, headline, lower_is_better)
     rows = results.metrics | results.interpolated
     scores = {m: v[headline] for m, v in rows.items()} | {f"baseline_{best}": results.baselines[best][headline]}
     validation = {m: v["validation"][headline] for m, v in rows.items()}
-    chosen = pick(results.metrics, key=validation.get)  # ties: the first in runs.<task>.models
+    chosen = pick(rows, key=validation.get)  # ties: the first in runs.<task>.models, a network before its mixture
     return {results.task: {headline: scores, f"val_{headline}": validation,
                            "chosen": {"model": chosen, f"val_{headline}": validation[chosen]}}}
 
@@ -76,7 +86,9 @@ def main(argv: list[str]) -> None:
         histories={m: {k: [float(v) for v in column] for k, column in h.items()} for m, h in histories.items()},
         predictions={m: read_columns(paths.predictions(task, m)) for m in models},
         baseline_predictions=read_columns(paths.baseline_predictions(task)),
-        interpolated=read_json(paths.interpolated_metrics(task)) if paths.interpolated_metrics(task).exists() else {})
+        interpolated=read_json(paths.interpolated_metrics(task)) if paths.interpolated_metrics(task).exists() else {},
+        mixture_predictions=(read_columns(paths.mixture_predictions(task))
+                             if paths.mixture_predictions(task).exists() else {}))
     if isinstance(getattr(task_cfg, "train", None), SeriesTrain) and task_cfg.train.ensemble:
         headline_ensembles(results)
     out = {"learning_curves.png": figures.learning_curves(results.histories, "loss", f"{task}: learning curves")}
@@ -89,7 +101,9 @@ def main(argv: list[str]) -> None:
         figures.pyplot().close(fig)
     remove_others(folder, set(out))
     with atomic_path(paths.report(task)) as tmp:
-        tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out]), encoding="utf-8")
+        best = best_baseline(results, kind.HEADLINE, kind.LOWER_IS_BETTER)
+        tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out], best,
+                              kind.versus(results, best)), encoding="utf-8")
     write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))
     print(f"{task}: wrote {len(out)} figures, {paths.report(task)} and {paths.summary(task)}")
 

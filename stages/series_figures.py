@@ -1,5 +1,9 @@
 """The forecasting kind's figures (stage plot): actual values beside every forecast on the test steps."""
+import numpy as np
+
 from stages import figures as draw
+from stages.errors import PipelineError
+from stages.significance import diebold_mariano, verdict
 
 HEADLINE, LOWER_IS_BETTER = "rmse", True  # the test metric metrics/summary/<task>.json lists per model
 
@@ -13,3 +17,19 @@ def figures(results: draw.Results, data: dict, meta: dict, task_cfg, seed: int) 
     actual = [float(x) for x in base["actual"]]
     return {"forecasts.png": draw.forecasts(base["time"], actual, lines, meta["unit"],
                                             f"{results.task}: test split, actual vs predicted")}
+
+
+def versus(results: draw.Results, best: str) -> dict[str, str]:
+    """Each model's Diebold-Mariano test (squared error, HLN correction) against baseline `best` on the same test
+    steps, in words: "beats" only where p < 0.05."""
+    base = results.baseline_predictions
+    actual = np.array([float(x) for x in base["actual"]])
+    reference = np.array([float(x) for x in base[best]]) - actual
+    out = {}
+    for m, columns in results.predictions.items():
+        if columns["time"] != base["time"]:
+            raise PipelineError(f"{results.task}: {m}'s test steps are not the baselines': re-run evaluate and baseline")
+        errors = np.array([float(x) for x in columns["predicted"]]) - actual
+        statistic, p = diebold_mariano(errors, reference)
+        out[m] = verdict(p, statistic < 0, len(actual), "steps")
+    return out

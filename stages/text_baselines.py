@@ -7,7 +7,8 @@ from stages.text import PAD, fit_kneser_ney, kn_probabilities, language_metrics,
 
 
 def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
-    """Unigram, bigram and Kneser-Ney models of the training words; (metrics, each one's top next word). The
+    """Unigram, bigram and Kneser-Ney models of the training words; (metrics, each one's top next word and log
+    P(actual word), `logp_<name>`). The
     bigram's weight and the Kneser-Ney order are those with the lowest validation cross-entropy; each model's
     `validation` entry holds its validation perplexity and the chosen setting."""
     counted = data["train_tokens"], data["train_line_lengths"]
@@ -25,7 +26,8 @@ def baselines(data: dict, meta: dict, cfg) -> tuple[dict, dict]:
     metrics["kn"]["validation"] = {"perplexity": val_perplexity[kn["order"]], "order": kn["order"]}
     vocab = meta["vocab"]
     columns = {"actual": [vocab[i] for i in data["y_test"]]}
-    return metrics, columns | {name: [vocab[i] for i in s["top5"][:, 0]] for name, s in scores.items()}
+    columns |= {name: [vocab[i] for i in s["top5"][:, 0]] for name, s in scores.items()}
+    return metrics, columns | {f"logp_{name}": s["logp"].tolist() for name, s in scores.items()}  # log P(actual)
 
 
 def ngram_baselines(tokens: np.ndarray, line_lengths: np.ndarray, x: np.ndarray, y: np.ndarray, vocab_size: int,

@@ -15,7 +15,8 @@ def score(model, data: dict, meta: dict, device) -> tuple[dict, dict]:
     x, y = tensors(data, meta, "test")
     logp, top5 = classify(model, x, y, device)
     vocab = meta["vocab"]
-    columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()]}
+    columns = {"actual": [vocab[i] for i in y.tolist()], "predicted": [vocab[i] for i in top5[:, 0].tolist()],
+               "logp": logp.tolist()}  # log P(actual): what the report's paired bootstrap compares
     x_val, y_val = tensors(data, meta, "val")
     validation = language_metrics(*classify(model, x_val, y_val, device), y_val.numpy())
     return language_metrics(logp, top5, y.numpy()) | {"validation": validation}, columns
@@ -34,16 +35,18 @@ def interpolated_score(net: dict, kn: dict, y: dict, weights) -> dict:
     network language model", ICASSP 2011), lambda the one of `weights` with the lowest validation cross-entropy;
     `validation` holds that perplexity and lambda. net, kn, y: the validation and test probabilities (N, V) and
     targets, under "val" and "test"."""
-    def target_probs(split: str, weight: float) -> np.ndarray:
-        rows = np.arange(len(y[split]))
-        return weight * net[split][rows, y[split]] + (1 - weight) * kn[split][rows, y[split]]
-
-    val_ce = {w: float(-np.mean(np.log(target_probs("val", w)))) for w in weights}
+    val_ce = {w: float(-np.mean(mixture_logp(net["val"], kn["val"], y["val"], w))) for w in weights}
     weight = min(weights, key=lambda w: (val_ce[w], w))
     probs = weight * net["test"] + (1 - weight) * kn["test"]
-    metrics = language_metrics(np.log(target_probs("test", weight)), top_ids(probs, min(5, probs.shape[1] - 1)),
-                               y["test"])
+    metrics = language_metrics(mixture_logp(net["test"], kn["test"], y["test"], weight),
+                               top_ids(probs, min(5, probs.shape[1] - 1)), y["test"])
     return metrics | {"validation": {"perplexity": float(np.exp(val_ce[weight])), "weight": float(weight)}}
+
+
+def mixture_logp(net: np.ndarray, kn: np.ndarray, y: np.ndarray, weight: float) -> np.ndarray:
+    """log P(y) of each example under weight P_network + (1 - weight) P_KN; net, kn: (N, V) probabilities."""
+    rows = np.arange(len(y))
+    return np.log(weight * net[rows, y] + (1 - weight) * kn[rows, y])
 
 
 def mixture(model, kn: dict, weight: float):

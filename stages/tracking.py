@@ -250,9 +250,10 @@ def _pyfunc(model, served, example, checkpoint: Path) -> dict:
 CHAMPION = "champion"  # the alias a server loads: models:/<task>@champion
 
 
-def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) -> str:
-    """Make the model logged by `run_id` the champion of the registered model named after the task, and say what
-    happened. The alias moves only when the checkpoint differs from the current champion's: a rerun that wrote
+def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict, served: str = "model") -> str:
+    """Make the model `served` of run `run_id` ("model", or a text network's "model_kn", its Kneser-Ney mixture)
+    the champion of the registered model named after the task, and say what happened. The alias moves only when
+    the checkpoint differs from the current champion's: a rerun that wrote
     the same bytes adds no version, and a checkpoint registered before (going back to an earlier commit) gets its
     old version back. The version's tags say where it came from: the DVC experiment and git commit of its
     training run, the checkpoint's hash, the model, and `validation`, the metric it was chosen on
@@ -285,12 +286,16 @@ def promote(task: str, run_id: str, checkpoint_sha256: str, validation: dict) ->
         version = max(earlier, key=lambda v: int(v.version))
     else:
         run = client.get_run(run_id)
-        (model_id,) = [m.model_id for m in run.outputs.model_outputs]  # train logs one model per run
         tags = {"dvc_experiment": run.data.tags.get("dvc_experiment", "unknown"),
                 "git_commit": run.data.tags.get("git_commit", "unknown"), "checkpoint_sha256": checkpoint_sha256,
-                "model": run.data.tags.get("model", "unknown")} | {k: str(v) for k, v in validation.items()}
-        version = client.create_model_version(task, f"models:/{model_id}", run_id=run_id, tags=tags,
-                                              model_id=model_id)
+                "model": run.data.tags.get("model", "unknown"), "served": served}
+        tags |= {k: str(v) for k, v in validation.items()}
+        if served == "model":
+            (model_id,) = [m.model_id for m in run.outputs.model_outputs]  # train logs one model per run
+            version = client.create_model_version(task, f"models:/{model_id}", run_id=run_id, tags=tags,
+                                                  model_id=model_id)
+        else:  # added to the finished run as artifacts (tracking.add_model)
+            version = client.create_model_version(task, f"runs:/{run_id}/{served}", run_id=run_id, tags=tags)
     client.set_registered_model_alias(task, CHAMPION, version.version)
     was = f"version {current.version}" if current is not None else "none"
     return f"{task}@{CHAMPION} -> version {version.version} (was {was})"

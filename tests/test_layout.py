@@ -150,7 +150,7 @@ def expected_files(address: str, models: dict[str, list[str]]) -> dict[str, set[
                      "data": {paths.prepared(task), paths.checkpoints(task)}},
         "generate": {"outs": {paths.samples(task)}, "data": {paths.prepared(task), paths.checkpoints(task),
                                                               paths.interpolated_metrics(task)}},
-        "interpolate": {"outs": {paths.interpolated_metrics(task), paths.mixtures_logged(task)},
+        "interpolate": {"outs": {paths.interpolated_metrics(task), paths.mixture_predictions(task), paths.mixtures_logged(task)},
                         "data": {paths.prepared(task), paths.checkpoints(task)}},
         "plot": {"outs": {paths.figures(task), paths.report(task)}, "metrics": {paths.summary(task)},
                  "data": {paths.prepared(task), Path("metrics") / task, Path("plots") / task}},

@@ -107,3 +107,41 @@ def test_verdict_wordings():
     assert verdict(0.4123, True, 24, "months") == "not distinguishable on these 24 test months (p = 0.41)"
     assert verdict(0.0004, True, 500, "digits") == "beats the baseline (p < 0.001)"
     assert verdict(0.05, True, 500, "digits") == "not distinguishable on these 500 test digits (p = 0.05)"
+
+
+def results(baseline_predictions: dict, predictions: dict, **more):
+    from stages.figures import Results
+
+    return Results(task="t", metrics={}, baselines={}, histories={}, predictions=predictions,
+                   baseline_predictions=baseline_predictions, **more)
+
+
+def test_each_kind_reports_every_model_against_the_best_baseline_on_the_same_test_examples():
+    from stages import images_figures, series_figures, text_figures
+    from stages.errors import PipelineError
+
+    rng = np.random.default_rng(0)
+    actual = rng.normal(100, 10, 40)
+    sarima = actual + rng.normal(0, 1, 40)
+    steps = [str(t) for t in range(40)]
+    base = {"time": steps, "actual": actual.tolist(), "sarima": sarima.tolist()}
+    models = {"same": {"time": steps, "predicted": sarima.tolist()},
+              "far": {"time": steps, "predicted": (actual + rng.normal(0, 5, 40)).tolist()}}
+    words = series_figures.versus(results(base, models), "sarima")
+    assert words["same"] == "not distinguishable on these 40 test steps (p = 1)"
+    assert words["far"].startswith("worse than the baseline (p")
+    with pytest.raises(PipelineError, match="far's test steps are not the baselines'"):
+        series_figures.versus(results(base, {"far": {"time": steps[::-1], "predicted": sarima.tolist()}}), "sarima")
+
+    labels = [str(i % 10) for i in range(200)]
+    half = [c if i % 2 else "0" for i, c in enumerate(labels)]
+    words = images_figures.versus(results({"actual": labels, "logistic": half},
+                                          {"cnn": {"actual": labels, "predicted": labels}}), "logistic")
+    assert words["cnn"] == "beats the baseline (p < 0.001)"
+
+    kn = rng.uniform(-4, -1, 500)
+    words = text_figures.versus(results({"logp_kn": kn.tolist()}, {"rnn": {"logp": (kn - 1).tolist()}},
+                                        mixture_predictions={"rnn+kn": (kn + 0.001 * rng.normal(size=500)).tolist()}),
+                                "kn")
+    assert words["rnn"] == "worse than the baseline (p < 0.001)"
+    assert words["rnn+kn"].startswith("not distinguishable on these 20 test blocks of 25 words")
