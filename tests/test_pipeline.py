@@ -445,8 +445,13 @@ def test_a_plain_repro_registers_each_tasks_model_chosen_on_validation_as_its_ch
     for task in tasks:
         chosen = json.loads((repo / f"metrics/summary/{task}.json").read_text())[task]["chosen"]
         champion = client.get_model_version_by_alias(task, "champion")
-        assert champion.tags["model"] == chosen["model"], task
-        assert champion.tags["checkpoint_sha256"] == content_sha256(repo / f"models/{task}/{chosen['model']}.pt")
+        network = chosen["model"].removesuffix("+kn")
+        assert champion.tags["model"] == network, task
+        if chosen["model"].endswith("+kn"):  # text: the network's Kneser-Ney mixture, its run's model_kn
+            assert champion.tags["served"] == "model_kn" and champion.source.endswith("/model_kn"), champion.source
+        else:
+            assert champion.tags["served"] == "model"
+            assert champion.tags["checkpoint_sha256"] == content_sha256(repo / f"models/{task}/{network}.pt")
 
 
 def test_dvc_exp_run_names_the_mlflow_run_after_the_experiment(repo):

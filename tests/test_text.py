@@ -331,7 +331,7 @@ def test_generate_samples_from_the_mixture_of_network_and_kneser_ney():
     assert mixed.tolist() == pytest.approx((0.3 * p_net[0] + 0.7 * torch.from_numpy(p_kn)).tolist())
 
 
-def test_the_summary_lists_the_mixtures_but_chooses_a_trained_network():
+def test_the_summary_lists_the_mixtures_and_chooses_the_best_validated_of_networks_and_mixtures():
     from stages import figures, plot
 
     def row(test, val):
@@ -343,4 +343,7 @@ def test_the_summary_lists_the_mixtures_but_chooses_a_trained_network():
     summary = plot.summary(results, "perplexity", lower_is_better=True)["text"]
     assert summary["perplexity"] == {"rnn": 40.0, "gru": 38.0, "rnn+kn": 25.5, "gru+kn": 25.2, "baseline_kn": 26.0}
     assert summary["val_perplexity"]["gru+kn"] == 18.6
-    assert summary["chosen"] == {"model": "gru", "val_perplexity": 27.0}  # a mixture is not a registered model
+    assert summary["chosen"] == {"model": "gru+kn", "val_perplexity": 18.6}  # served as the gru run's model_kn
+    worse = results.interpolated | {"gru+kn": row(25.2, 28.0), "rnn+kn": row(25.5, 27.5)}
+    results = figures.Results(**(results.__dict__ | {"interpolated": worse}))
+    assert plot.summary(results, "perplexity", lower_is_better=True)["text"]["chosen"]["model"] == "gru"
