@@ -8,6 +8,7 @@ TOOL = Path(__file__).parents[1] / "tools" / "reproduces.py"
 
 
 def run_tool(repo: Path, *args: str) -> tuple[int, str]:
+    args = args if "--targets" in args else (*args, "--targets", "metrics.json")
     done = subprocess.run([sys.executable, str(TOOL), *args], cwd=repo, capture_output=True, text=True)
     return done.returncode, done.stdout
 

@@ -1,5 +1,5 @@
-"""Does this machine reproduce the commit? Compares every metric DVC tracks (dvc.yaml's metrics: each model's and
-baseline's test and validation numbers, the summaries) in the workspace with the commit's, after `dvc repro`, and
+"""Does this machine reproduce the commit? Compares every number in metrics/ (each model's and baseline's test and
+validation metrics, the seed spreads, the summaries) in the workspace with the commit's, after `dvc repro`, and
 prints each one that differs, by how much, against the tolerance.
 
 The tolerance is relative, 0 by default: on a Linux x86-64 CPU with AVX2 the kernels are pinned
@@ -40,10 +40,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", nargs="?", default="HEAD")
     parser.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: byte for byte)")
-    parser.add_argument("--targets", nargs="*", default=[], help="metrics files or folders (default: all)")
+    parser.add_argument("--targets", nargs="*", default=["metrics"], help="metrics files or folders (default: metrics/)")
     args = parser.parse_args(argv)
     command = [sys.executable, "-m", "dvc", "metrics", "diff", args.rev, "--all", "--json"]
-    command += ["--targets", *args.targets] if args.targets else []
+    command += ["--targets", *args.targets]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"error: dvc metrics diff {args.rev}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'}")
