@@ -266,7 +266,7 @@ def sarima_fit(z: np.ndarray, order, seasonal_order) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; the scores say how well it did
         model = sarimax(z, order, seasonal_order)
-        return best_on_grid(lambda p: model.loglike(p), _mle(model), GRID)
+        return best_on_grid(model.loglike, _mle(model), GRID)
 
 
 def _mle(model) -> np.ndarray:
