@@ -16,12 +16,14 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from stages import images, images_train, paths
-from stages.config import load_params
-from stages.files import load_arrays, read_json
-from stages.inference import pick_device
-from stages.models import build_model, model_config
-from stages.training import fit, seed_everything
+from stages.core.inference import pick_device
+from stages.core.models import build_model, model_config
+from stages.core.training import fit, seed_everything
+from stages.infra import paths
+from stages.infra.config import load_params
+from stages.infra.files import load_arrays, read_json
+from stages.kinds.images import data as images
+from stages.kinds.images import train as images_train
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""What the CPU kernel pins (stages/kernels.py) cost: three workloads, each timed in fresh interpreters with the
+"""What the CPU kernel pins (stages/core/kernels.py) cost: three workloads, each timed in fresh interpreters with the
 pins and without them (the libraries' own choice), alternated, in the same run; prints seconds and the ratio.
 
     python -m bench.kernels [--repeat 3]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = {
     "sarima fit (OpenBLAS)": """
 import numpy as np
-from stages import series
+from stages.kinds.series import data as series
 d = np.load("data/prepared/passengers/data.npz"); end = int(d["index_val"][-1]) + 1
 series.sarima_fit(np.log(d["series"][:end]), (0, 1, 1), (0, 1, 1, 12))
 """,
@@ -33,7 +33,7 @@ for _ in range(300):
 """,
     "CNN2, 5 passes of 512 (oneDNN)": """
 import torch
-from stages.models import build_model
+from stages.core.models import build_model
 torch.manual_seed(0)
 m = build_model("images", "cnn2", {"in_channels": 1, "num_classes": 10, "image_size": 28, "dropout": 0.25})
 x = torch.randn(512, 1, 28, 28)
@@ -48,7 +48,7 @@ CLOCK = "import time, stages, torch, numpy, statsmodels.api\nt = time.perf_count
 def seconds(code: str, pinned: bool) -> float:
     """One run in a fresh interpreter. Unpinned: each variable set empty, which the package import leaves alone
     and each library reads as unset (its own choice of kernels; torch warns once about the empty value)."""
-    from stages import kernels
+    from stages.core import kernels
 
     env = {k: v for k, v in os.environ.items() if k not in kernels.AVX2 | kernels.NUMPY_AVX512}
     if not pinned:

@@ -5,7 +5,7 @@ data/raw/digits when present; `--size 60000` tiles them to MNIST's size), same d
 reference is the original `fit()` pattern: a torchvision-style Dataset turning each uint8 image into a PIL
 image, then ToTensor + Normalize per sample, a shuffling DataLoader (batch 64, `--workers` workers), and
 `.item()` after every step. Ours keeps the normalised data set as one tensor on the device: on CUDA the
-captured, sync-free step of stages/cuda_graph.py, on CPU the eager loop of stages/epochs.py. Ours runs
+captured, sync-free step of stages/core/cuda_graph.py, on CPU the eager loop of stages/core/epochs.py. Ours runs
 at every `--batch-sizes` entry (the default recipe's 32, and on CUDA a GPU recipe), with and without the
 digits augmentation of params.yaml; `--eager` adds the CUDA step run without graph capture (first batch size). Warm-up (cuDNN
 autotuning, graph capture) is timed apart and left out of images/s.
@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages import images_train, paths
-from stages.config import Train, load_params
-from stages.download import package_file
-from stages.images import read_idx
-from stages.inference import pick_device
-from stages.models import build_model
-from stages.training import epoch_runner, loss_for, make_optimizer, seed_everything
+from stages.core.inference import pick_device
+from stages.core.models import build_model
+from stages.core.sources import package_file
+from stages.core.training import epoch_runner, loss_for, make_optimizer, seed_everything
+from stages.infra import paths
+from stages.infra.config import Train, load_params
+from stages.kinds.images import train as images_train
+from stages.kinds.images.prepare import read_idx
 
 MEAN, STD = 0.1307, 0.3081  # full-MNIST statistics, as the original exercise normalised with
 GPU_RECIPE_BATCH = 1024  # the GPU recipe's batch size (docs/gpu.md)

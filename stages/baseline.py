@@ -2,14 +2,15 @@
 
 Forecasting: naive (last observed value: persistence) and seasonal naive (same step one season earlier).
 Classification: the majority class, and logistic regression on the pixels. Text: unigram and bigram models.
-The task's kind does the work (stages/<kind>_baselines.py, through stages/kinds.py).
+The task's kind does the work (stages/kinds/<kind>/baselines.py).
 Writes metrics/<task>/baselines.json and plots/<task>/baselines/predictions.csv.
 Usage: python -m stages.baseline <task>
 """
-from stages import kinds, paths
-from stages.config import load_params
-from stages.errors import run_stage
-from stages.files import load_arrays, read_json, write_csv, write_json
+from stages import kinds
+from stages.infra import paths
+from stages.infra.config import load_params
+from stages.infra.errors import run_stage
+from stages.infra.files import load_arrays, read_json, write_csv, write_json
 
 
 def main(argv: list[str]) -> None:

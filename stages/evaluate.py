@@ -8,12 +8,13 @@ stage adds them to each model's MLflow run.
 Usage: python -m stages.evaluate <task>
 """
 
-from stages import kinds, paths
-from stages.config import load_params
-from stages.errors import run_stage
-from stages.files import load_arrays, read_json, remove_others, write_csv, write_json
-from stages.inference import is_kept_seed, load_model, pick_device, seed_spread
-from stages.models import SeedEnsemble
+from stages import kinds
+from stages.core.inference import is_kept_seed, load_model, pick_device, seed_spread
+from stages.core.models import SeedEnsemble
+from stages.infra import paths
+from stages.infra.config import load_params
+from stages.infra.errors import run_stage
+from stages.infra.files import load_arrays, read_json, remove_others, write_csv, write_json
 
 
 def seed_scores(score, checkpoint: dict, path, kind: str, kept: dict, data, meta, device) -> dict:

@@ -7,13 +7,13 @@ Usage: python -m stages.generate text
 """
 import torch
 
-from stages import paths
-from stages.config import TextTask, load_params
-from stages.errors import PipelineError, run_stage
-from stages.files import atomic_path, load_arrays, read_json
-from stages.inference import load_model
-from stages.text import encode, fit_kneser_ney, tokenize
-from stages.text_predict import decode, generate, mixture
+from stages.core.inference import load_model
+from stages.infra import paths
+from stages.infra.config import TextTask, load_params
+from stages.infra.errors import PipelineError, run_stage
+from stages.infra.files import atomic_path, load_arrays, read_json
+from stages.kinds.text.data import encode, fit_kneser_ney, tokenize
+from stages.kinds.text.predict import decode, generate, mixture
 
 
 def continuations(next_logits, prompt: str, vocab: list[str], cfg, max_len: int, seed: int) -> dict[str, str]:

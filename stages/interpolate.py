@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from stages import paths, store, tracking
-from stages.config import TextTask, load_params
-from stages.errors import PipelineError, run_stage
-from stages.files import content_sha256, load_arrays, read_json, write_csv, write_json
-from stages.inference import is_kept_seed, load_model, seed_spread
-from stages.text import fit_kneser_ney, kn_probabilities
-from stages.text_predict import interpolated_score, mixture_logp, probabilities
-from stages.text_train import serving
+from stages.core.inference import is_kept_seed, load_model, seed_spread
+from stages.infra import paths, store, tracking
+from stages.infra.config import TextTask, load_params
+from stages.infra.errors import PipelineError, run_stage
+from stages.infra.files import content_sha256, load_arrays, read_json, write_csv, write_json
+from stages.kinds.text.data import fit_kneser_ney, kn_probabilities
+from stages.kinds.text.predict import interpolated_score, mixture_logp, probabilities
+from stages.kinds.text.train import serving
 
 
 def main(argv: list[str]) -> None:
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> None:
 
 def log_mixture(task: str, checkpoint: Path, model, served_as: tuple, kn: dict, weight: float) -> None:
     """The mixture as the model `model_kn` of the network's training run (none: a checkpoint from `dvc pull`)."""
-    from stages.serving import ServedModel  # MLflow's import, only where a run takes a model
+    from stages.infra.serving import ServedModel  # MLflow's import, only where a run takes a model
 
     run_id = tracking.training_run(task, checkpoint)
     if run_id is not None:

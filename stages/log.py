@@ -21,10 +21,10 @@ import hashlib
 import json
 import os
 
-from stages import paths, store, tracking
-from stages.config import load_params
-from stages.errors import run_stage
-from stages.files import content_sha256, read_json, write_json
+from stages.infra import paths, store, tracking
+from stages.infra.config import load_params
+from stages.infra.errors import run_stage
+from stages.infra.files import content_sha256, read_json, write_json
 
 
 def main(argv: list[str]) -> None:

@@ -1,8 +1,8 @@
 """Stage plot: one task's figures (plots/figures/<task>/*.png), report (plots/reports/<task>.md) and headline
 metrics (metrics/summary/<task>.json, what `dvc exp show` lists), models beside baselines.
 
-Reads what baseline, train and evaluate wrote; the task's kind draws its own figures (stages/<kind>_figures.py,
-through stages/kinds.py). The log stage adds the figures and the report to every model's MLflow run.
+Reads what baseline, train and evaluate wrote; the task's kind draws its own figures (stages/kinds/<kind>/figures.py,
+through the stages/kinds lookup). The log stage adds the figures and the report to every model's MLflow run.
 Usage: python -m stages.plot <task>
 """
 from dataclasses import asdict
@@ -10,15 +10,18 @@ from pathlib import Path
 
 import yaml
 
-from stages import figures, kinds, paths
-from stages.config import SeriesTrain, load_params
-from stages.errors import run_stage
-from stages.files import (
+from stages import kinds
+from stages.core import figures
+from stages.infra import paths
+from stages.infra.config import SeriesTrain, load_params
+from stages.infra.errors import run_stage
+from stages.infra.files import (
     atomic_path,
     load_arrays,
     read_columns,
     read_json,
     remove_others,
+    write_csv,
     write_json,
 )
 
@@ -40,6 +43,14 @@ def report(results: figures.Results, task_cfg, figure_names: list[str], best: st
     return "\n".join(lines) + "\n"
 
 
+def curves_table(histories: dict) -> dict[str, list]:
+    """Every model's training and validation loss by epoch, one row per model, curve and epoch, for `dvc plots
+    show` (.dvc/plots/curves.json colours by `curve`)."""
+    rows = [(epoch, f"{m} {split}", loss) for m, h in histories.items() for split in ("train", "val")
+            for epoch, loss in zip(h["epoch"], h[f"{split}_loss"])]
+    return {"epoch": [int(r[0]) for r in rows], "curve": [r[1] for r in rows], "loss": [r[2] for r in rows]}
+
+
 def best_baseline(results: figures.Results, headline: str, lower_is_better: bool) -> str:
     """The baseline with the best test headline: what every model is compared with, never chosen by."""
     return (min if lower_is_better else max)(results.baselines, key=lambda b: results.baselines[b][headline])
@@ -58,7 +69,7 @@ def summary(results: figures.Results, headline: str, lower_is_better: bool) -> d
     rows = results.metrics | results.interpolated
     scores = {m: v[headline] for m, v in rows.items()} | {f"baseline_{best}": results.baselines[best][headline]}
     validation = {m: v["validation"][headline] for m, v in rows.items()}
-    chosen = pick(rows, key=validation.get)  # ties: the first in runs.<task>.models, a network before its mixture
+    chosen = pick(rows, key=validation.get)  # ties: the first in <task>.models, a network before its mixture
     return {results.task: {headline: scores, f"val_{headline}": validation,
                            "chosen": {"model": chosen, f"val_{headline}": validation[chosen]}}}
 
@@ -105,6 +116,8 @@ def main(argv: list[str]) -> None:
         tmp.write_text(report(results, task_cfg, [f"../figures/{task}/{name}" for name in out], best,
                               kind.versus(results, best)), encoding="utf-8")
     write_json(paths.summary(task), summary(results, kind.HEADLINE, kind.LOWER_IS_BETTER))
+    write_csv(paths.compare_curves(task), curves_table(results.histories))  # what dvc plots show draws
+    write_csv(paths.compare_test(task), kind.test_table(results))
     print(f"{task}: wrote {len(out)} figures, {paths.report(task)} and {paths.summary(task)}")
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Stage train: fit every model of one task (params.yaml runs.<task>.models), one after another in one process,
+"""Stage train: fit every model of one task (params.yaml <task>.models), one after another in one process,
 with early stopping on validation; save each model's best checkpoint.
 
 The models of a task share their params, so one process loses no granularity and pays torch's and MLflow's
 start-up once. Writes models/<task>/<model>.pt (a dict: state_dict, model name and config, epoch) and
 plots/<task>/<model>/history.csv per model; logs one MLflow run per model: params, per-epoch curves, the
-checkpoint's hash and a servable model (stages/serving.py).
+checkpoint's hash and a servable model (stages/infra/serving.py). With params.yaml `scale` above 1 x 1 the same
+command runs as the workers of torch's elastic launcher (stages/infra/launch.py); global rank 0 alone writes and logs.
 Usage: python -m stages.train <task>
 """
 import copy
@@ -13,13 +14,14 @@ from dataclasses import asdict
 
 import torch
 
-from stages import kinds, paths, store, tracking
-from stages.config import SeededTrain, load_params
-from stages.errors import PipelineError, run_stage
-from stages.files import load_arrays, read_json, remove_others
-from stages.inference import pick_device
-from stages.models import build_model, model_config
-from stages.training import evaluate, fit, loss_for, save_trained, seed_everything
+from stages import kinds
+from stages.core.inference import pick_device
+from stages.core.models import build_model, model_config
+from stages.core.training import evaluate, fit, loss_for, save_trained, seed_everything
+from stages.infra import launch, paths, store, tracking
+from stages.infra.config import SeededTrain, load_params
+from stages.infra.errors import PipelineError, run_stage
+from stages.infra.files import load_arrays, read_json, remove_others
 
 
 def train_one(task_cfg, name: str, config: dict, train: tuple, val: tuple, augment, seed: int, tag_curves: bool):
@@ -68,17 +70,31 @@ def main(argv: list[str]) -> None:
     (task,) = argv
     started = time.perf_counter()
     params = load_params()
-    task_cfg = params.task(task)
+    params.task(task)  # an unknown task: one line
     if task not in params.runs:
         raise PipelineError(f"params.yaml: runs has no entry for task {task}" +
-                            (" (transfer trains in its scratch, extract and finetune stages)" if task == "transfer" else ""))
+                            (" (a transfer task trains in its scratch, extract and finetune stages)"
+                             if task in params.transfer_tasks else ""))
     names = params.trained_models(task)
-    store.check_store(task)  # before any work: a store that cannot be used stops the stage in one line
-    for folder in (paths.checkpoints(task), paths.histories(task)):
-        store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
+    if launch.writer(params.scale):  # before any work (and before any worker starts): a refusal is one line
+        store.check_store(task)  # a store that cannot be used
+        for folder in (paths.checkpoints(task), paths.histories(task)):
+            store.writable_folder(folder, "checkpoints and histories")  # before training, not after it
+    if launch.needs_workers(params.scale):
+        launch.run_workers(params.scale, "stages.train", argv, f"train@{task}", pick_device(params.device).type)
+        return
+    device = launch.local_device(pick_device(params.device))
+    with launch.process_group(device.type):
+        train_all(task, params, names, device, started)
+
+
+def train_all(task: str, params, names: list[str], device: torch.device, started: float) -> None:
+    """Every model of the task, on `device`; in a process group, as one rank of it (rank 0 writes and logs)."""
+    task_cfg, primary = params.task(task), launch.writer(params.scale)
+    if not primary:
+        tracking.mute()  # global rank 0 alone logs to MLflow
     data_code, train_code = kinds.code(task_cfg.kind, "data"), kinds.code(task_cfg.kind, "train")
     seeds = task_cfg.train.seeds if isinstance(task_cfg.train, SeededTrain) else 1
-    device = pick_device(params.device)
     data, meta = load_arrays(paths.prepared_data(task)), read_json(paths.prepared_meta(task))
     train, val = [tuple(t.to(device) for t in data_code.tensors(data, meta, split)) for split in ("train", "val")]
     augment = train_code.augmenter(task_cfg, meta)
@@ -88,9 +104,10 @@ def main(argv: list[str]) -> None:
 
     # imported here, after the checks: defining the served class makes MLflow print a warning, which would follow a
     # refusal's one line
-    from stages.serving import ServedModel
+    from stages.infra.serving import ServedModel
 
     logged = {"device": params.device, "seed": params.seed, task: task_cfg}
+    logged |= launch.logged(params.scale, task_cfg.train.batch_size)
     set_up, training = time.perf_counter() - started, 0.0
     for name in names:
         config = model_config(task_cfg.kind, name, meta["shape"], asdict(task_cfg.model))
@@ -99,15 +116,17 @@ def main(argv: list[str]) -> None:
         with tracking.start_run(task, name, f"train@{task}", logged):
             fitted = time.perf_counter()
             model, best, history, extra = train_seeds(task_cfg, name, config, *splits, augment, params.seed, seeds)
-            save_trained(task, name, name, config, best, history, extra)
             training += time.perf_counter() - fitted
-            tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
+            if primary:
+                save_trained(task, name, name, config, best, history, extra)
+                tracking.log_training(model, best, ServedModel(task_cfg.kind, spec), example, paths.checkpoint(task, name))
         print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters")
     total = time.perf_counter() - started  # where a stage's time goes (the rest of its wall time is imports)
     print(f"train@{task}: {total:.1f} s in main(): set-up {set_up:.1f} s (checks, data onto {device}), training "
           f"{training:.1f} s, MLflow {total - set_up - training:.1f} s")
-    remove_others(paths.checkpoints(task), {paths.checkpoint(task, n).name for n in names} | {".gitignore"})
-    remove_others(paths.histories(task), {paths.history(task, n).name for n in names})
+    if primary:
+        remove_others(paths.checkpoints(task), {paths.checkpoint(task, n).name for n in names} | {".gitignore"})
+        remove_others(paths.histories(task), {paths.history(task, n).name for n in names})
 
 
 if __name__ == "__main__":

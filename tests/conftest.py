@@ -10,7 +10,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import stages  # noqa: F401 - first: pins the CPU kernels before any test loads numpy (stages/kernels.py)
+import stages  # noqa: F401 - first: pins the CPU kernels before any test loads numpy (stages/core/kernels.py)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -50,7 +50,7 @@ def local_store(tmp_path, monkeypatch):
     """A local MLflow store (sqlite) anchored at tmp_path, as $DVC_ROOT anchors the pipeline's; no team server."""
     import mlflow
 
-    from stages import store
+    from stages.infra import store
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setattr(store, "TEAM_SERVER", None)

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from stages.config import ROOT
-from stages.errors import PipelineError
-from stages.files import load_arrays, load_checkpoint
+from stages.infra.config import ROOT
+from stages.infra.errors import PipelineError
+from stages.infra.files import load_arrays, load_checkpoint
 
 
 @pytest.mark.parametrize("body, argv, code, stream, text", [
@@ -17,7 +17,7 @@ from stages.files import load_arrays, load_checkpoint
     ("print('ran')", ["a", "b"], 2, "stderr", "usage: python -m stages.x <task>\n"),
 ])
 def test_run_stage_exit_codes_and_output(body, argv, code, stream, text):
-    script = (f"from stages.errors import PipelineError, run_stage\ndef main(argv):\n    {body}\n"
+    script = (f"from stages.infra.errors import PipelineError, run_stage\ndef main(argv):\n    {body}\n"
               f"run_stage(main, 'python -m stages.x <task>', {argv!r})\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as under `dvc repro`
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -39,7 +39,7 @@ def test_corrupt_checkpoint_and_arrays_do_not_advise_unsafe_loading(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["generate", "passengers"], "error: generate continues text; passengers is a series task\n"),
     (["interpolate", "temperature"], "error: interpolate mixes language models; temperature is a series task\n"),
-    (["evaluate", "foo"], "error: unknown task 'foo' (known: passengers, temperature, digits, flowers, transfer, text)\n"),
+    (["evaluate", "foo"], "error: unknown task 'foo' (tasks: passengers, temperature, digits, transfer, text)\n"),
 ])
 def test_stage_called_with_the_wrong_task_says_so_in_one_line(argv, message, tmp_path):
     env = os.environ | {"DVC_ROOT": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from stages import fetch
-from stages.errors import PipelineError
-from stages.files import content_sha256
+from stages.core import fetch
+from stages.infra.errors import PipelineError
+from stages.infra.files import content_sha256
 
 PAYLOAD = b"pinned bytes\n" * 1000
 
@@ -231,16 +231,24 @@ def test_unpinned_checksum_downloads_and_prints_the_sha256_to_pin(server, out_di
     assert f"sha256:{hashlib.sha256(PAYLOAD).hexdigest()}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("task", ["passengers", "temperature", "digits", "transfer", "text"])
-def test_the_bundled_sources_write_exactly_the_pinned_data(task, tmp_path, monkeypatch):
-    """preprocess refuses raw data whose digest differs from the pin: the pin must be what download writes."""
-    from stages import download, paths
-    from stages.preprocess import BUNDLED_SHA256
+@pytest.mark.parametrize("name", ["airpassengers", "greensboro_temperature", "mnist_5k", "uci_digits", "konlpy_laws"])
+def test_the_bundled_sources_write_exactly_the_pinned_data(name, tmp_path):
+    """download refuses a bundled data set whose digest differs from the registry's: the pin must be what the
+    installed package writes."""
+    from stages.core.sources import BUNDLED
 
-    monkeypatch.chdir(tmp_path)
-    paths.raw_file(task).parent.mkdir(parents=True)
-    download.BUNDLED[task](paths.raw_file(task))
-    assert content_sha256(paths.raw(task)) == BUNDLED_SHA256[task]
+    BUNDLED[name].write(tmp_path)
+    assert content_sha256(tmp_path) == BUNDLED[name].sha256
+
+
+def test_another_version_of_a_bundled_data_set_is_refused(tmp_path, monkeypatch):
+    from stages import download
+    from stages.core import sources
+
+    monkeypatch.setitem(sources.BUNDLED, "airpassengers", sources.BUNDLED["airpassengers"].__class__(
+        **(vars(sources.BUNDLED["airpassengers"]) | {"sha256": "0" * 64})))
+    with pytest.raises(PipelineError, match=r"bundled airpassengers: the installed package wrote other data"):
+        download.write_bundled("airpassengers", tmp_path)
 
 
 def test_content_digest_of_gzip_files_ignores_how_they_were_compressed(tmp_path):

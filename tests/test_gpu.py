@@ -8,10 +8,10 @@ import functools
 import pytest
 import torch
 
-from stages.config import Train
-from stages.images_train import augment, elastic_field
-from stages.models import build_model
-from stages.training import epoch_runner, fit, loss_for, make_optimizer, seed_everything
+from stages.core.models import build_model
+from stages.core.training import epoch_runner, fit, loss_for, make_optimizer, seed_everything
+from stages.infra.config import Train
+from stages.kinds.images.train import augment, elastic_field
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = torch.device("cuda")
@@ -157,7 +157,7 @@ def test_the_step_of_every_kind_is_captured(kind, name, config, data):
 
 def test_bf16_autocast_for_image_batches_only():
     """The shared step's autocast: image logits come out in bf16, forecasts stay float32 (docs/gpu.md says why)."""
-    from stages.inference import autocast
+    from stages.core.inference import autocast
 
     cnn = build_model("images", "cnn", {"in_channels": 1, "num_classes": 10, "image_size": 28}).to(CUDA)
     gru = build_model("series", "gru", {"input_size": 1, "hidden_size": 8, "num_layers": 1, "dropout": 0.0,

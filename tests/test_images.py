@@ -4,19 +4,23 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import download, images, images_predict
-from stages.errors import PipelineError
-from stages.images_train import augment as augment_batch
-from stages.images_train import elastic_field
+from stages.core.sources import write_idx
+from stages.infra.errors import PipelineError
+from stages.kinds.images import data as images
+from stages.kinds.images import metrics as images_metrics
+from stages.kinds.images import predict as images_predict
+from stages.kinds.images import prepare as images_prepare
+from stages.kinds.images.train import augment as augment_batch
+from stages.kinds.images.train import elastic_field
 
 
 def test_idx_round_trip_and_corrupt_file(tmp_path):
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    download.write_idx(tmp_path / "x.gz", array)
-    np.testing.assert_array_equal(images.read_idx(tmp_path / "x.gz"), array)
+    write_idx(tmp_path / "x.gz", array)
+    np.testing.assert_array_equal(images_prepare.read_idx(tmp_path / "x.gz"), array)
     (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
     with pytest.raises(PipelineError, match="bad.gz"):
-        images.read_idx(tmp_path / "bad.gz")
+        images_prepare.read_idx(tmp_path / "bad.gz")
 
 
 def test_truncated_idx_is_an_error(tmp_path):
@@ -24,37 +28,37 @@ def test_truncated_idx_is_an_error(tmp_path):
 
     (tmp_path / "short.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2])))
     with pytest.raises(PipelineError, match="truncated"):
-        images.read_idx(tmp_path / "short.gz")
+        images_prepare.read_idx(tmp_path / "short.gz")
 
 
 def test_stratified_split_holds_out_each_class_in_proportion():
     labels = np.repeat([0, 1, 2], [10, 20, 30])
-    keep, held = images.stratified_split(labels, 0.1, np.random.default_rng(0))
+    keep, held = images_prepare.stratified_split(labels, 0.1, np.random.default_rng(0))
     assert np.bincount(labels[held]).tolist() == [1, 2, 3]
     assert set(keep) | set(held) == set(range(60)) and not set(keep) & set(held)
-    again = images.stratified_split(labels, 0.1, np.random.default_rng(0))
+    again = images_prepare.stratified_split(labels, 0.1, np.random.default_rng(0))
     assert np.array_equal(held, again[1])  # seeded: the same split every run
 
 
 def test_few_per_class_picks_exactly_n_and_refuses_tiny_classes():
     labels = np.repeat([0, 1], [5, 8])
-    picked, rest = images.few_per_class(labels, 3, np.random.default_rng(1))
+    picked, rest = images_prepare.few_per_class(labels, 3, np.random.default_rng(1))
     assert np.bincount(labels[picked]).tolist() == [3, 3]
     assert len(rest) == 7 and not set(picked) & set(rest)
     with pytest.raises(PipelineError, match="class 0 has 5"):
-        images.few_per_class(labels, 5, np.random.default_rng(1))
+        images_prepare.few_per_class(labels, 5, np.random.default_rng(1))
 
 
 def test_channel_stats_and_to_tensor_normalise_to_zero_mean_unit_std():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, size=(7, 5, 6, 3), dtype=np.uint8)
-    mean, std = images.channel_stats(rgb)
+    mean, std = images_prepare.channel_stats(rgb)
     np.testing.assert_allclose(mean, (rgb / 255).mean(axis=(0, 1, 2)), atol=1e-4)
     x = images.to_tensor(rgb, mean, std)
     assert x.shape == (7, 3, 5, 6)
     assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-3 and (x.std(dim=(0, 2, 3)) - 1).abs().max() < 0.02
     gray = rng.integers(0, 256, size=(4, 8, 8), dtype=np.uint8)
-    assert images.to_tensor(gray, *images.channel_stats(gray)).shape == (4, 1, 8, 8)
+    assert images.to_tensor(gray, *images_prepare.channel_stats(gray)).shape == (4, 1, 8, 8)
 
 
 def augment(x, seed=0, **overrides):
@@ -119,13 +123,31 @@ def write_folder(root, counts: dict[str, int]):
             Image.fromarray(np.full((10, 14, 3), 40 * i, dtype=np.uint8)).save(root / name / f"{i}.jpg")
 
 
-def test_image_cache_resizes_labels_and_skips_broken_files(tmp_path):
+def test_image_cache_resizes_labels_skips_other_files_and_refuses_a_broken_image(tmp_path):
     write_folder(tmp_path, {"daisy": 2, "roses": 3})
-    (tmp_path / "roses" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    x, y, classes, skipped = images.build_image_cache(tmp_path, 8)
+    (tmp_path / "roses" / "LICENSE.txt").write_text("not an image")
+    x, y, classes, skipped = images_prepare.build_image_cache(tmp_path, 8)
     assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
     assert y.tolist() == [0, 0, 1, 1, 1] and classes == ["daisy", "roses"]
-    assert skipped == ["roses/broken.jpg"]
+    assert skipped == ["roses/LICENSE.txt"]
+    (tmp_path / "roses" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(PipelineError, match=r"roses/broken\.jpg: not a readable image"):
+        images_prepare.build_image_cache(tmp_path, 8)
+
+
+def test_grey_images_stay_one_channel_and_a_test_folder_is_the_test_split(tmp_path):
+    from PIL import Image
+
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("shirt", "shoe"):
+            (tmp_path / "photos" / split / name).mkdir(parents=True)
+            for i in range(count):
+                grey = Image.fromarray(np.full((9, 9), 30 * i, dtype=np.uint8), mode="L")
+                grey.save(tmp_path / "photos" / split / name / f"{i}.png")
+    read = images_prepare.READERS["folder"]
+    images, labels, classes, skipped, test = read(tmp_path, type("cfg", (), {"image_size": 8}))
+    assert images.shape == (6, 8, 8) and classes == ["shirt", "shoe"] and test[0].shape == (4, 8, 8)
+    assert test[1].tolist() == [0, 0, 1, 1]
 
 
 def test_a_class_without_images_is_an_error(tmp_path):
@@ -133,13 +155,13 @@ def test_a_class_without_images_is_an_error(tmp_path):
     (tmp_path / "tulips").mkdir()
     (tmp_path / "tulips" / "notes.txt").write_text("no image here")
     with pytest.raises(PipelineError, match="tulips"):
-        images.build_image_cache(tmp_path, 8)
+        images_prepare.build_image_cache(tmp_path, 8)
     with pytest.raises(PipelineError, match="no class folders"):
-        images.build_image_cache(tmp_path / "missing", 8)
+        images_prepare.build_image_cache(tmp_path / "missing", 8)
 
 
 def test_confusion_matrix_precision_recall():
-    matrix = images.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
+    matrix = images_metrics.confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 1]), 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 1, 0]]
     precision, recall = images_predict.per_class_precision_recall(matrix)
     np.testing.assert_allclose(precision, [1.0, 1 / 3, 0.0])
@@ -147,7 +169,7 @@ def test_confusion_matrix_precision_recall():
 
 
 def test_image_grid_labels_every_image_and_keeps_its_own_title():
-    from stages.figures import image_grid
+    from stages.core.figures import image_grid
 
     fig = image_grid(np.zeros((7, 4, 4), dtype=np.uint8), [str(i) for i in range(7)], ["green"] * 7, ncols=5,
                      title="digits cnn")
@@ -158,7 +180,7 @@ def test_image_grid_labels_every_image_and_keeps_its_own_title():
 
 
 def test_image_grid_keeps_colour_images_in_colour():
-    from stages.figures import image_grid
+    from stages.core.figures import image_grid
 
     rgb = np.zeros((3, 8, 8, 3), dtype=np.uint8)
     rgb[..., 0] = 200  # red
@@ -169,10 +191,11 @@ def test_image_grid_keeps_colour_images_in_colour():
 
 def test_bundled_digits_are_real_labelled_mnist(tmp_path):
     """The 5,000 offline digits: every class present in MNIST's proportions, 28x28 strokes on black."""
-    from stages.download import bundled_digits
+    from stages.core.sources import mnist_5k
 
-    bundled_digits(tmp_path)
-    x, y = images.read_idx(tmp_path / "train-images-idx3-ubyte.gz"), images.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
+    mnist_5k(tmp_path)
+    x = images_prepare.read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    y = images_prepare.read_idx(tmp_path / "train-labels-idx1-ubyte.gz")
     assert x.shape == (5000, 28, 28) and y.shape == (5000,)
     assert np.bincount(y, minlength=10).min() > 350  # ~500 per class
     assert x[:, 0, :].max() == 0 and x.max() == 255  # empty top row, full-intensity strokes
@@ -200,14 +223,20 @@ def test_augment_on_cpu_draws_its_numbers_from_the_cpu_generator_in_a_fixed_orde
     assert torch.equal(torch.rand(5, generator=used), torch.rand(5, generator=expected))
 
 
-def test_prepare_names_what_the_raw_folder_should_hold(tmp_path, monkeypatch):
-    """The reader comes from what the download stage wrote; an empty or mixed raw folder is refused in one line."""
+def test_prepare_reads_what_the_format_names_and_refuses_one_class(tmp_path, monkeypatch):
+    """The reader is the one preprocess.format declares; a folder of one class, or too few images for the splits,
+    is refused in one line."""
     monkeypatch.chdir(tmp_path)
-    raw = tmp_path / "data" / "raw" / "transfer"
+    raw = tmp_path / "data" / "raw" / "shoes"
     raw.mkdir(parents=True)
-    with pytest.raises(PipelineError, match=r"data/raw/transfer: expected exactly one of .* found none: run dvc repro"):
-        images.prepare("transfer", None)
-    (raw / "digits.csv.gz").touch()
-    (raw / "cifar-10-batches-py").mkdir()
-    with pytest.raises(PipelineError, match="found cifar-10-batches-py, digits.csv.gz"):
-        images.prepare("transfer", None)
+    cfg = type("cfg", (), {"format": "uci_digits", "image_size": 8})
+    with pytest.raises(PipelineError, match=r"data/raw/shoes: expected one digits\.csv\.gz \(preprocess\.format says "
+                                            r"so\), found 0"):
+        images_prepare.prepare("shoes", cfg)
+    write_folder(raw / "photos", {"boots": 4})
+    cfg.format = "folder"
+    with pytest.raises(PipelineError, match=r"data/raw/shoes: one class only \(boots\): a classifier needs two or more"):
+        images_prepare.prepare("shoes", cfg)
+    write_folder(raw / "photos", {"sandals": 2})
+    with pytest.raises(PipelineError, match=r"class 'sandals' has 2 image\(s\), too few for the splits"):
+        images_prepare.prepare("shoes", cfg)

@@ -1,10 +1,10 @@
-"""The CPU kernel pins (stages/kernels.py): set before numpy loads, only where unset and where the CPU has AVX2."""
+"""The CPU kernel pins (stages/core/kernels.py): set before numpy loads, only where unset and where the CPU has AVX2."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from stages import kernels
+from stages.core import kernels
 
 AVX2 = {"avx", "avx2", "fma", "sse4_2"}
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from stages.models import SeedEnsemble, build_model, model_config
+from stages.core.models import SeedEnsemble, build_model, model_config
 
 IMAGES = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 CASES = [  # (kind, name, config, input batch, output shape)
@@ -81,12 +81,12 @@ def test_tied_embeddings_share_one_matrix_and_need_equal_sizes():
 
 
 def test_the_model_names_params_yaml_accepts_are_the_models_that_build():
-    """config.py holds the names a task's runs may list (checked before any work, without importing torch);
+    """config.py holds the names a task's models may list (checked before any work, without importing torch);
     models.py holds the constructors: every name must build, and every constructor be reachable from a task."""
-    from stages.config import DigitsTask, FlowersTask, SeriesTask, TextTask
-    from stages.models import IMAGENET_BACKBONES, _constructors
+    from stages.core.models import IMAGENET_BACKBONES, _constructors
+    from stages.infra.config import ImageTask, SeriesTask, TextTask
 
-    accepted = {"series": set(SeriesTask.models), "text": set(TextTask.models),
-                "images": {*DigitsTask.models, *FlowersTask.models, *IMAGENET_BACKBONES}}  # transfer: its backbones
+    accepted = {"series": set(SeriesTask.known_models), "text": set(TextTask.known_models),
+                "images": {*ImageTask.known_models, *IMAGENET_BACKBONES}}  # transfer: its backbones
     for kind, names in accepted.items():
         assert set(_constructors(kind)) == names, kind

@@ -7,29 +7,34 @@ import mlflow
 import numpy as np
 import torch
 
-from stages import figures, paths, plot, series, series_train, store, tracking
-from stages.config import ROOT, SeriesBaseline, SeriesPreprocess, load_params
-from stages.files import content_sha256, save_checkpoint
-from stages.models import build_model
-from stages.serving import ServedModel
+from stages import plot
+from stages.core import figures
+from stages.core.models import build_model
+from stages.infra import paths, store, tracking
+from stages.infra.config import ROOT, SeriesBaseline, SeriesPreprocess, load_params
+from stages.infra.files import content_sha256, save_checkpoint
+from stages.infra.serving import ServedModel
+from stages.kinds.series import prepare as series_prepare
+from stages.kinds.series import train as series_train
 
 
-def test_dvc_artifacts_declare_every_trained_model_as_a_stage_output():
-    """DVC's model registry convention: `dvc artifacts get` and dvc.api.artifacts_show find models by these names."""
+def test_dvc_artifacts_declare_every_tasks_models_as_a_stage_output():
+    """DVC's model registry convention: `dvc artifacts get . <task>` fetches a task's checkpoints (a transfer task's
+    phases, one stage each, are one artifact each); dvc.api.artifacts_show finds them by these names."""
     from dvc.repo import Repo
 
     params = load_params()
     with Repo(str(ROOT)) as repo:
         declared = repo.artifacts.read()["dvc.yaml"]
         outputs = {o.def_path for s in repo.index.stages for o in s.outs}
-    expected = {f"{task}-{model}": (task, model) for task in params.tasks if task != "flowers"
-                for model in params.trained_models(task)}
-    assert set(declared) == set(expected)
-    for name, (task, model) in expected.items():
-        artifact = declared[name]
-        assert artifact.type == "model" and artifact.desc and artifact.path == str(paths.checkpoint(task, model))
-        assert artifact.labels == [task, params.task(task).kind, model]
-        assert any(artifact.path == o or artifact.path.startswith(o + "/") for o in outputs), name
+    expected = {task: str(paths.checkpoints(task)) for task in params.runs}
+    expected |= {f"{task}-{phase}": str(paths.checkpoint(task, phase)) for task in params.transfer_tasks
+                 for phase in params.trained_models(task)}
+    assert {name: a.path for name, a in declared.items()} == expected
+    for name, artifact in declared.items():
+        task = name.split("-")[0]
+        assert artifact.type == "model" and artifact.desc and artifact.labels == [params.task(task).kind]
+        assert artifact.path in outputs, name
 
 
 def results(validation: dict[str, float], test: dict[str, float]) -> figures.Results:
@@ -52,7 +57,8 @@ def trained(root, seed: int) -> tuple[str, str]:
     """A tiny GRU forecaster initialised from `seed` and logged as the train stage logs it: (run id, checkpoint
     hash)."""
     t = np.arange(60)
-    arrays, meta = series.windows(100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12), SeriesPreprocess(
+    arrays, meta = series_prepare.windows(100 + 2 * t + 10 * np.sin(2 * np.pi * t / 12), SeriesPreprocess(
+        time="Month", value="Passengers", time_format="%Y-%m", frequency="MS", resample=False, unit="thousand passengers",
         seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=False, differences=(1,)),
         "passengers")
     plain = SimpleNamespace(baseline=SeriesBaseline(season=12, ridge_alpha=0.0, sarima_order=(), sarima_seasonal_order=(),

@@ -2,14 +2,23 @@
 import numpy as np
 import pytest
 
-from stages import series, series_baselines, series_predict, series_train
-from stages.config import SeriesBaseline, SeriesPreprocess, load_params
-from stages.errors import PipelineError
+from stages.infra.config import SeriesBaseline, SeriesPreprocess, load_params
+from stages.infra.errors import PipelineError
+from stages.kinds.series import baselines as series_baselines
+from stages.kinds.series import data as series
+from stages.kinds.series import metrics as series_metrics
+from stages.kinds.series import predict as series_predict
+from stages.kinds.series import prepare as series_prepare
+from stages.kinds.series import train as series_train
+
+# How the airline CSV is read (params.yaml passengers.preprocess)
+READ = {"time": "Month", "value": "Passengers", "time_format": "%Y-%m", "frequency": "MS", "resample": False,
+        "unit": "thousand passengers"}
 
 
 def cfg(**overrides):
-    values = {"seq_length": 3, "horizon": 1, "val_ratio": 0.2, "test_ratio": 0.2, "scaler": "minmax", "log": False,
-              "differences": ()} | overrides
+    values = READ | {"seq_length": 3, "horizon": 1, "val_ratio": 0.2, "test_ratio": 0.2, "scaler": "minmax",
+                     "log": False, "differences": ()} | overrides
     return SeriesPreprocess(**values)
 
 
@@ -33,7 +42,7 @@ def test_windows_predict_the_value_horizon_steps_after_the_window():
 
 def test_heldout_windows_reach_back_so_every_heldout_step_is_predicted_once():
     values = np.arange(20.0)
-    arrays, _ = series.windows(values, cfg(), "passengers")
+    arrays, _ = series_prepare.windows(values, cfg(), "passengers")
     # 20 steps: train [0, 12), val [12, 16), test [16, 20)
     assert arrays["index_val"].tolist() == [12, 13, 14, 15]
     assert arrays["index_test"].tolist() == [16, 17, 18, 19]
@@ -44,8 +53,8 @@ def test_scaler_is_fitted_on_the_training_part_only():
     values = np.arange(20.0)
     changed = values.copy()
     changed[12:] *= 100  # held-out values change; the scaled training data must not
-    a, meta_a = series.windows(values, cfg(), "passengers")
-    b, meta_b = series.windows(changed, cfg(), "passengers")
+    a, meta_a = series_prepare.windows(values, cfg(), "passengers")
+    b, meta_b = series_prepare.windows(changed, cfg(), "passengers")
     np.testing.assert_array_equal(a["x_train"], b["x_train"])
     np.testing.assert_array_equal(a["y_train"], b["y_train"])
     assert meta_a["scaler"] == meta_b["scaler"] == {"kind": "minmax", "offset": 0.0, "scale": 11.0}
@@ -60,7 +69,7 @@ def test_standard_scaler_round_trips():
 
 def test_seq_length_longer_than_the_training_part_names_the_param():
     with pytest.raises(PipelineError, match=r"passengers\.preprocess\.seq_length=50"):
-        series.windows(np.arange(40.0), cfg(seq_length=50), "passengers")
+        series_prepare.windows(np.arange(40.0), cfg(seq_length=50), "passengers")
 
 
 def test_naive_and_seasonal_naive_baselines():
@@ -73,7 +82,7 @@ def test_naive_and_seasonal_naive_baselines():
 
 
 def test_forecast_metrics_by_hand():
-    metrics = series.forecast_metrics(np.array([100.0, 200.0]), np.array([110.0, 180.0]))
+    metrics = series_metrics.forecast_metrics(np.array([100.0, 200.0]), np.array([110.0, 180.0]))
     assert metrics["mae"] == pytest.approx(15.0)
     assert metrics["rmse"] == pytest.approx(np.sqrt((100 + 400) / 2))
     assert metrics["mape"] == pytest.approx((10 + 10) / 2)
@@ -88,9 +97,9 @@ def test_a_series_out_of_order_or_infinite_is_refused_naming_the_file(tmp_path, 
     path = tmp_path / "passengers.csv"
     path.write_text("Month,Passengers\n" + rows)
     with pytest.raises(PipelineError, match=f"passengers.csv: .*{message}"):
-        series.read_series(path, "passengers")
+        series_prepare.read_series(path, cfg(), "passengers")
     passengers_csv(path, airline_like())
-    assert series.read_series(path, "passengers")[1].tolist() == airline_like().astype(float).tolist()
+    assert series_prepare.read_series(path, cfg(), "passengers")[1].tolist() == airline_like().astype(float).tolist()
 
 
 def seasonal_series(n: int = 96, seed: int = 0) -> np.ndarray:
@@ -104,7 +113,7 @@ def seasonal_series(n: int = 96, seed: int = 0) -> np.ndarray:
 def test_transform_and_invert_give_back_every_value(log, differences):
     """Forecasting the transformed series perfectly must give back the real values exactly."""
     values = seasonal_series()
-    arrays, meta = series.windows(values, cfg(seq_length=4, log=log, differences=differences), "passengers")
+    arrays, meta = series_prepare.windows(values, cfg(seq_length=4, log=log, differences=differences), "passengers")
     for split in ("train", "val", "test"):
         restored = series.invert(arrays[f"y_{split}"][:, 0].astype(np.float64), values, arrays[f"index_{split}"], meta)
         np.testing.assert_allclose(restored, values[arrays[f"index_{split}"]], rtol=1e-5)
@@ -112,12 +121,12 @@ def test_transform_and_invert_give_back_every_value(log, differences):
 
 def test_differenced_windows_use_only_the_past_and_keep_the_test_steps():
     values = seasonal_series()
-    plain, _ = series.windows(values, cfg(seq_length=4), "passengers")
-    diffed, _ = series.windows(values, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
+    plain, _ = series_prepare.windows(values, cfg(seq_length=4), "passengers")
+    diffed, _ = series_prepare.windows(values, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
     assert diffed["index_test"].tolist() == plain["index_test"].tolist()  # the same steps are scored
     changed = values.copy()
     changed[plain["index_test"][0]:] *= 3  # the test part changes: training windows and scaler must not
-    again, meta = series.windows(changed, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
+    again, meta = series_prepare.windows(changed, cfg(seq_length=4, log=True, differences=(1, 12)), "passengers")
     np.testing.assert_array_equal(again["x_train"], diffed["x_train"])
     np.testing.assert_array_equal(again["y_train"], diffed["y_train"])
 
@@ -152,7 +161,7 @@ def test_sarima_forecasts_one_step_ahead_with_parameters_fixed_before_the_test_p
 
 def test_classical_baselines_beat_naive_on_a_seasonal_series():
     values = seasonal_series(144)
-    arrays, meta = series.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2), "passengers")
+    arrays, meta = series_prepare.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2), "passengers")
     arrays["times"] = np.array([str(i) for i in range(len(values))])
     baseline = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
                               sarima_log=True, ets_seasonal="mul")
@@ -177,29 +186,48 @@ def airline_like(n=144):
 
 
 def test_a_complete_series_file_reads(tmp_path):
-    times, values = series.read_series(passengers_csv(tmp_path / "p.csv", airline_like()), "passengers")
+    times, values = series_prepare.read_series(passengers_csv(tmp_path / "p.csv", airline_like()), cfg(), "passengers")
     assert len(values) == 144 and times[0] == "1949-01"
 
 
-def test_a_download_cut_mid_row_is_refused(tmp_path):
-    """The file ends `1960-12,43` where the full value is 432: no final newline gives it away."""
-    path = passengers_csv(tmp_path / "p.csv", airline_like()[:-1].tolist() + [43], final_newline=False)
-    with pytest.raises(PipelineError, match=r"ends mid-row \(no final newline\): a cut download"):
-        series.read_series(path, "passengers")
+@pytest.mark.parametrize("text, declared, message", [
+    ("date;litres\n2001-01;5\n", {}, r"passengers\.preprocess\.time: no column 'Month' in .*p\.csv \(its columns: "
+                                     r"date, litres\)"),
+    ("Month,sales\n2001-01,5\n", {}, r"passengers\.preprocess\.value: no column 'Passengers' .*\(its columns: Month, sales\)"),
+    ("Month,Passengers\n01/2001,5\n", {}, r"passengers\.preprocess\.time_format '%Y-%m' does not read column 'Month'"),
+    ("Month,Passengers\n2001-01,5\n2001-02,\n", {}, r"p\.csv: 1 empty or NaN values in column 'Passengers'"),
+    ("Month,Passengers\n2001-01,5\n2001-02,many\n", {}, r"p\.csv: column 'Passengers' holds a value that is not a number"),
+    ("Month,Passengers\n2001-01,5\n", {"frequency": "monthly"}, r"passengers\.preprocess\.frequency 'monthly' is "
+                                                                 r"not a pandas frequency"),
+])
+def test_a_csv_that_does_not_match_its_declaration_is_one_line_naming_the_key(tmp_path, text, declared, message):
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    with pytest.raises(PipelineError, match=message):
+        series_prepare.read_series(path, cfg(**declared), "passengers")
 
 
-def test_a_download_with_too_few_rows_is_refused(tmp_path):
-    path = passengers_csv(tmp_path / "p.csv", airline_like()[:100])
-    with pytest.raises(PipelineError, match=r"100 data rows, fewer than the 144 of the complete file"):
-        series.read_series(path, "passengers")
+def test_any_delimiter_and_time_format_read_and_hourly_records_resample(tmp_path):
+    """A semicolon CSV with day-first times every 30 minutes, one hour missing: resampled to hourly means, the
+    empty hour interpolated; times written in ISO 8601 to the hour."""
+    path = tmp_path / "p.csv"
+    path.write_text("when;temp\n01.02.2020 00:00;1\n01.02.2020 00:30;3\n01.02.2020 02:00;6\n01.02.2020 02:30;8\n")
+    times, values = series_prepare.read_series(path, cfg(time="when", value="temp", time_format="%d.%m.%Y %H:%M",
+                                                         frequency="h", resample=True), "passengers")
+    assert times.tolist() == ["2020-02-01T00:00", "2020-02-01T01:00", "2020-02-01T02:00"]
+    assert values.tolist() == [2.0, 4.5, 7.0]
+    auto, _ = series_prepare.read_series(path, cfg(time="when", value="temp", time_format="auto", frequency="none"),
+                                         "passengers")
+    assert auto.tolist()[:2] == ["2020-01-02T00:00", "2020-01-02T00:30"]  # auto reads month first: say the format
 
 
-def test_a_value_out_of_line_with_its_neighbours_is_refused(tmp_path):
-    values = airline_like()
-    values[75] = values[75] // 100  # a number cut short: 2 for 2xx
-    path = passengers_csv(tmp_path / "p.csv", values)
-    with pytest.raises(PipelineError, match=r"the value at 1955-04-01 00:00:00 \(\d\) is out of line with its neighbours"):
-        series.read_series(path, "passengers")
+def test_a_raw_folder_holds_one_csv(tmp_path):
+    with pytest.raises(PipelineError, match=r"a series task reads one CSV file, found nothing"):
+        series_prepare.the_csv(tmp_path, "passengers")
+    (tmp_path / "a.csv").write_text("x\n")
+    (tmp_path / "b.csv").write_text("x\n")
+    with pytest.raises(PipelineError, match=r"a series task reads one CSV file, found a\.csv, b\.csv"):
+        series_prepare.the_csv(tmp_path, "passengers")
 
 
 AIRLINE = SeriesBaseline(season=12, ridge_alpha=0.001, sarima_order=(0, 1, 1), sarima_seasonal_order=(0, 1, 1),
@@ -210,7 +238,7 @@ def hybrid_setup(values):
     """A series' windows and a hybrid's classical part and residual training windows, as train makes them."""
     from types import SimpleNamespace
 
-    arrays, meta = series.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2, log=True,
+    arrays, meta = series_prepare.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2, log=True,
                                               differences=(1, 12)), "passengers")
     config, own = series_train.model_inputs("hybrid_lstm", {}, arrays, meta, SimpleNamespace(baseline=AIRLINE))
     return arrays, meta, config["classical"], own
@@ -237,7 +265,7 @@ def test_hybrid_residuals_come_from_a_sarima_fitted_before_the_test_part_only():
 def test_a_hybrid_forecast_uses_only_earlier_values_and_serve_gives_the_pipelines_forecast():
     import torch
 
-    from stages.models import build_model
+    from stages.core.models import build_model
 
     values = seasonal_series(144)
     arrays, meta, classical, _ = hybrid_setup(values)
@@ -268,7 +296,7 @@ def test_a_hybrid_competes_untrained_in_early_stopping_and_a_plain_model_does_no
     """Epoch 0 of a hybrid is its classical forecast alone: its validation loss is the mean squared residual."""
     import torch
 
-    from stages.models import build_model
+    from stages.core.models import build_model
     from stages.train import untrained
 
     config = {"input_size": 1, "output_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0}
@@ -282,14 +310,14 @@ def test_a_header_only_series_csv_names_the_file(tmp_path):
     path = tmp_path / "airline-passengers.csv"
     path.write_text("Month,Passengers\n")
     with pytest.raises(PipelineError, match=rf"{path}: no data rows"):
-        series.read_series(path, "passengers")
+        series_prepare.read_series(path, cfg(), "passengers")
 
 
 def test_every_prepared_series_keeps_its_transform_in_meta():
     """invert() needs log and differences from meta.json: preprocess writes them (a tiny series here)."""
     values = np.arange(1.0, 41.0)
-    cfg = load_params().passengers.preprocess
-    _, meta = series.windows(values, cfg, "passengers")
+    cfg = load_params().task("passengers").preprocess
+    _, meta = series_prepare.windows(values, cfg, "passengers")
     assert meta["log"] == cfg.log and meta["differences"] == list(cfg.differences)
 
 
@@ -316,20 +344,20 @@ def trained_bytes(values: np.ndarray) -> tuple[bytes, bytes]:
 
     import torch
 
-    from stages.config import SeriesTrain
-    from stages.models import build_model
-    from stages.training import fit, seed_everything
+    from stages.core.models import build_model
+    from stages.core.training import fit, seed_everything
+    from stages.infra.config import SeriesTrain
 
     series._ONE_STEP.clear()
     series_train._CLASSICAL.clear()
-    arrays, meta = series.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2, log=True,
+    arrays, meta = series_prepare.windows(values, cfg(seq_length=12, val_ratio=0.1, test_ratio=0.2, log=True,
                                               differences=(1, 12)), "passengers")
     arrays["times"] = np.arange(len(values)).astype(str)
     baseline_metrics, _ = series_baselines.baselines(arrays, meta, AIRLINE)
     config, own = series_train.model_inputs("hybrid_lstm", {"input_size": 1, "output_size": 1, "hidden_size": 8,
                                                             "num_layers": 1, "dropout": 0.0}, arrays, meta,
                                             SimpleNamespace(baseline=AIRLINE))
-    train = SeriesTrain(**(load_params().passengers.train.__dict__ | {"epochs": 3, "seeds": 1}))
+    train = SeriesTrain(**(load_params().task("passengers").train.__dict__ | {"epochs": 3, "seeds": 1}))
     generator = seed_everything(0)
     model = build_model("series", "hybrid_lstm", config)
     tensors = [tuple(torch.from_numpy(a) for a in own[s]) for s in ("train", "val")]
@@ -342,7 +370,7 @@ def trained_bytes(values: np.ndarray) -> tuple[bytes, bytes]:
 
 
 def test_classical_fits_moved_by_1e_9_give_byte_identical_checkpoints_and_metrics(monkeypatch):
-    """Where the CPU kernels cannot be pinned (stages/kernels.py), the classical fits still differ between machines
+    """Where the CPU kernels cannot be pinned (stages/core/kernels.py), the classical fits still differ between machines
     by their optimizers' noise. SARIMA is settled on a grid by likelihood and ETS rounded, so a fit moved by 1e-9
     relative (well above the 1e-12 the kernels move a likelihood) changes no baseline metric, no hybrid checkpoint
     byte and no hybrid metric. Real data: the airline passengers pmdarima ships."""

@@ -1,11 +1,11 @@
-"""stages/significance.py against hand-worked small cases (the arithmetic is in the comments) and scipy's own tests."""
+"""stages/core/significance.py against hand-worked small cases (the arithmetic is in the comments) and scipy's own tests."""
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from stages.significance import diebold_mariano, mcnemar, paired_bootstrap_perplexity, verdict
+from stages.core.significance import diebold_mariano, mcnemar, paired_bootstrap_perplexity, verdict
 
 A, B = [1, 2, 3, 4, 5], [2, 2, 2, 2, 2]
 # d = a^2 - b^2 = [1, 4, 9, 16, 25] - 4 = [-3, 0, 5, 12, 21]; n = 5; dbar = 35 / 5 = 7
@@ -110,15 +110,17 @@ def test_verdict_wordings():
 
 
 def results(baseline_predictions: dict, predictions: dict, **more):
-    from stages.figures import Results
+    from stages.core.figures import Results
 
     return Results(task="t", metrics={}, baselines={}, histories={}, predictions=predictions,
                    baseline_predictions=baseline_predictions, **more)
 
 
 def test_each_kind_reports_every_model_against_the_best_baseline_on_the_same_test_examples():
-    from stages import images_figures, series_figures, text_figures
-    from stages.errors import PipelineError
+    from stages.infra.errors import PipelineError
+    from stages.kinds.images import figures as images_figures
+    from stages.kinds.series import figures as series_figures
+    from stages.kinds.text import figures as text_figures
 
     rng = np.random.default_rng(0)
     actual = rng.normal(100, 10, 40)

@@ -1,4 +1,4 @@
-"""stages/store.py: a store this machine cannot use stops a stage before any work, in one line naming it (an
+"""stages/infra/store.py: a store this machine cannot use stops a stage before any work, in one line naming it (an
 unreachable server, a corrupt or unwritable mlflow.db, an unwritable folder)."""
 import contextlib
 import os
@@ -11,8 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from stages import store, tracking
-from stages.errors import PipelineError
+from stages.infra import store, tracking
+from stages.infra.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_an_unwritable_checkpoint_folder_is_named(tmp_path):
 AT_ONCE = """
 import sys, time
 import mlflow.store.tracking.sqlalchemy_store
-from stages import store, tracking
+from stages.infra import store, tracking
 time.sleep(max(0, float(sys.argv[2]) - time.time()))
 store.check_store("passengers")
 with tracking.start_run("passengers", sys.argv[1], "train@passengers", {}):

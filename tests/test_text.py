@@ -3,10 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-from stages import generate, text, text_baselines, text_predict
-from stages.config import TextBaseline, TextPreprocess
-from stages.errors import PipelineError
-from stages.models import build_model
+from stages import generate
+from stages.core.models import build_model
+from stages.infra.config import TextBaseline, TextPreprocess
+from stages.infra.errors import PipelineError
+from stages.kinds.text import baselines as text_baselines
+from stages.kinds.text import data as text
+from stages.kinds.text import metrics as text_metrics
+from stages.kinds.text import predict as text_predict
+from stages.kinds.text import prepare as text_prepare
 
 
 def lines_of(doc: str, n: int) -> list[str]:
@@ -16,7 +21,7 @@ def lines_of(doc: str, n: int) -> list[str]:
 def test_read_documents_keeps_nonempty_stripped_lines(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes("\ufeff대한민국은  민주공화국이다. \n\n   \n 국민은\n".encode("utf-8"))
-    assert text.read_documents([path]) == [["대한민국은  민주공화국이다.", "국민은"]]
+    assert text_prepare.read_documents([path]) == [["대한민국은  민주공화국이다.", "국민은"]]
 
 
 def test_read_documents_names_a_file_that_is_not_utf8(tmp_path):
@@ -24,19 +29,19 @@ def test_read_documents_names_a_file_that_is_not_utf8(tmp_path):
     good.write_text("한 줄\n", encoding="utf-8")
     bad.write_bytes("국민은".encode("euc-kr"))
     with pytest.raises(PipelineError, match=r"bad\.txt: not valid UTF-8"):
-        text.read_documents([good, bad])
+        text_prepare.read_documents([good, bad])
 
 
 def test_read_documents_rejects_an_empty_file_and_no_files(tmp_path):
     (tmp_path / "empty.txt").write_text(" \n\n")
     with pytest.raises(PipelineError, match=r"empty\.txt: holds no words"):
-        text.read_documents([tmp_path / "empty.txt"])
+        text_prepare.read_documents([tmp_path / "empty.txt"])
     with pytest.raises(PipelineError, match="no text files"):
-        text.read_documents([])
+        text_prepare.read_documents([])
 
 
 def test_splits_are_contiguous_disjoint_blocks_of_each_document():
-    splits = text.split_blocks([lines_of("a", 10), lines_of("b", 5)], val_ratio=0.2, test_ratio=0.1)
+    splits = text_prepare.split_blocks([lines_of("a", 10), lines_of("b", 5)], val_ratio=0.2, test_ratio=0.1)
     # a: 7 train, 2 val, 1 test; b (5 lines, half up): 3 train, 1 val, 1 test
     assert [w for w, _ in splits["train"]] == [f"a{i}" for i in range(7)] + ["b0", "b1", "b2"]
     assert [w for w, _ in splits["val"]] == ["a7", "a8", "b3"]
@@ -45,19 +50,19 @@ def test_splits_are_contiguous_disjoint_blocks_of_each_document():
 
 
 def test_split_that_would_leave_a_heldout_part_empty_names_the_param():
-    with pytest.raises(PipelineError, match=r"text\.preprocess\.val_ratio=0\.1"):
-        text.split_blocks([lines_of("a", 3), lines_of("b", 4)], val_ratio=0.1, test_ratio=0.3)
-    one_line_documents = text.split_blocks([lines_of("a", 1), lines_of("b", 9)], val_ratio=0.3, test_ratio=0.3)
+    with pytest.raises(PipelineError, match=r"preprocess\.val_ratio=0\.1"):
+        text_prepare.split_blocks([lines_of("a", 3), lines_of("b", 4)], val_ratio=0.1, test_ratio=0.3)
+    one_line_documents = text_prepare.split_blocks([lines_of("a", 1), lines_of("b", 9)], val_ratio=0.3, test_ratio=0.3)
     assert [w for w, _ in one_line_documents["train"]][:2] == ["a0", "b0"]  # a 1-line document is all training
 
 
 def test_vocab_has_pad_and_unk_first_and_respects_min_count_and_max_size():
     lines = [["a", "b", "a", "c"], ["b", "a", "d"]]
-    assert text.build_vocab(lines, min_count=1, max_size=0) == ["<pad>", "<unk>", "a", "b", "c", "d"]
-    assert text.build_vocab(lines, min_count=2, max_size=0) == ["<pad>", "<unk>", "a", "b"]
-    assert text.build_vocab(lines, min_count=1, max_size=3) == ["<pad>", "<unk>", "a"]
+    assert text_prepare.build_vocab(lines, min_count=1, max_size=0) == ["<pad>", "<unk>", "a", "b", "c", "d"]
+    assert text_prepare.build_vocab(lines, min_count=2, max_size=0) == ["<pad>", "<unk>", "a", "b"]
+    assert text_prepare.build_vocab(lines, min_count=1, max_size=3) == ["<pad>", "<unk>", "a"]
     with pytest.raises(PipelineError, match="min_count=4"):
-        text.build_vocab(lines, min_count=4, max_size=0)
+        text_prepare.build_vocab(lines, min_count=4, max_size=0)
 
 
 def test_encode_and_decode():
@@ -67,18 +72,18 @@ def test_encode_and_decode():
 
 
 def test_prefix_sequences_by_hand_never_cross_lines():
-    x, y = text.prefix_sequences([[5, 6, 7, 8], [9], [10, 11]], max_len=2)
+    x, y = text_prepare.prefix_sequences([[5, 6, 7, 8], [9], [10, 11]], max_len=2)
     assert x.tolist() == [[0, 5], [5, 6], [6, 7], [0, 10]]
     assert y.tolist() == [6, 7, 8, 11]  # 9 and 10 start lines: no target there
     assert x.dtype == y.dtype == np.int64
-    empty_x, empty_y = text.prefix_sequences([[3]], max_len=4)
+    empty_x, empty_y = text_prepare.prefix_sequences([[3]], max_len=4)
     assert empty_x.shape == (0, 4) and empty_y.shape == (0,)
 
 
 def test_window_sequences_run_over_the_token_stream():
-    x, y = text.window_sequences([[1, 2, 3], [4, 5]], seq_length=2)
+    x, y = text_prepare.window_sequences([[1, 2, 3], [4, 5]], seq_length=2)
     assert x.tolist() == [[1, 2], [2, 3], [3, 4]] and y.tolist() == [3, 4, 5]
-    short_x, short_y = text.window_sequences([[1, 2]], seq_length=3)
+    short_x, short_y = text_prepare.window_sequences([[1, 2]], seq_length=3)
     assert short_x.shape == (0, 3) and short_y.shape == (0,)
 
 
@@ -115,12 +120,12 @@ def test_bigram_interpolates_and_counts_no_pair_across_lines():
 def test_top_ids_break_ties_by_the_lower_id_on_every_cpu():
     # 63 tied entries: argpartition (the previous code) kept ids 1-4 and 6 on an AVX-512 machine, skipping 5
     probs = np.array([[0.1] + [0.3] * 63, [0.3] * 63 + [0.4]])
-    assert text.top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
+    assert text_metrics.top_ids(probs, 5).tolist() == [[1, 2, 3, 4, 5], [63, 0, 1, 2, 3]]
 
 
 def test_language_metrics_by_hand():
     top5 = np.array([[1, 2, 3, 4, 5], [3, 4, 5, 6, 7]])
-    metrics = text.language_metrics(np.log([0.5, 0.25]), top5, np.array([2, 3]))
+    metrics = text_metrics.language_metrics(np.log([0.5, 0.25]), top5, np.array([2, 3]))
     assert metrics["cross_entropy"] == pytest.approx(1.5 * np.log(2))
     assert metrics["perplexity"] == pytest.approx(2**1.5)
     assert metrics["top1_accuracy"] == 0.5 and metrics["top5_accuracy"] == 1.0
@@ -129,7 +134,7 @@ def test_language_metrics_by_hand():
 
 def test_predicting_unk_does_not_count_as_knowing_the_word():
     top5 = np.array([[1, 2, 3, 4, 5]] * 4)  # always guesses <unk> first
-    metrics = text.language_metrics(np.log([0.5] * 4), top5, np.array([1, 1, 1, 2]))
+    metrics = text_metrics.language_metrics(np.log([0.5] * 4), top5, np.array([1, 1, 1, 2]))
     assert metrics["top1_accuracy"] == 0.75 and metrics["unk_share"] == 0.75
     assert metrics["known_top1_accuracy"] == 0.0
 
@@ -168,7 +173,7 @@ def test_prepare_text_and_baselines_end_to_end(tmp_path, monkeypatch):
         (corpus / f"{name}.txt").write_text("\n".join(["국민은 법 앞에 평등하다"] * 10) + "\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="prefix", max_len=3, val_ratio=0.1, test_ratio=0.1)
-    arrays, meta = text.prepare("text", cfg)
+    arrays, meta = text_prepare.prepare("text", cfg)
     assert meta["sizes"] == {"train": 48, "val": 6, "test": 6} and len(meta["vocab"]) == 6
     metrics, columns = text_baselines.baselines(arrays, meta, TextBaseline(bigram_weights=(0.9,), kn_orders=(2,)))
     assert metrics["bigram"]["top1_accuracy"] == 1.0 > metrics["unigram"]["top1_accuracy"]
@@ -183,7 +188,7 @@ def test_max_len_that_leaves_a_split_without_sequences_names_the_param(tmp_path,
     monkeypatch.chdir(tmp_path)
     cfg = TextPreprocess(min_count=1, max_vocab=0, sequences="window", max_len=30, val_ratio=0.1, test_ratio=0.1)
     with pytest.raises(PipelineError, match="text.preprocess.max_len=30 leaves no val/test sequences"):
-        text.prepare("text", cfg)
+        text_prepare.prepare("text", cfg)
 
 
 # Kneser-Ney by hand. Ids: <pad> 0 (also the line start), <unk> 1, a 2, b 3, c 4. Training lines:
@@ -292,7 +297,7 @@ def test_test_lines_change_no_count_order_weight_or_lambda(tmp_path, monkeypatch
         for name, lines in corpus_lines(test_words).items():
             (corpus / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         monkeypatch.chdir(folder)
-        arrays, meta = text.prepare("text", cfg)
+        arrays, meta = text_prepare.prepare("text", cfg)
         metrics, _ = text_baselines.baselines(arrays, meta, baseline)
         kn, val_perplexity = text.fit_kneser_ney(arrays, len(meta["vocab"]), baseline.kn_orders)
         if not runs:
@@ -332,7 +337,8 @@ def test_generate_samples_from_the_mixture_of_network_and_kneser_ney():
 
 
 def test_the_summary_lists_the_mixtures_and_chooses_the_best_validated_of_networks_and_mixtures():
-    from stages import figures, plot
+    from stages import plot
+    from stages.core import figures
 
     def row(test, val):
         return {"perplexity": test, "validation": {"perplexity": val}}

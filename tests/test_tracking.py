@@ -12,22 +12,19 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import (
-    images,
-    images_train,
-    series,
-    series_predict,
-    series_train,
-    store,
-    text,
-    text_predict,
-    text_train,
-    tracking,
-)
-from stages.config import SeriesBaseline, SeriesPreprocess
-from stages.files import content_sha256, save_checkpoint
-from stages.models import SeedEnsemble, build_model
-from stages.serving import ServedModel
+from stages.core.models import SeedEnsemble, build_model
+from stages.infra import store, tracking
+from stages.infra.config import SeriesBaseline, SeriesPreprocess
+from stages.infra.files import content_sha256, save_checkpoint
+from stages.infra.serving import ServedModel
+from stages.kinds.images import data as images
+from stages.kinds.images import train as images_train
+from stages.kinds.series import predict as series_predict
+from stages.kinds.series import prepare as series_prepare
+from stages.kinds.series import train as series_train
+from stages.kinds.text import data as text
+from stages.kinds.text import predict as text_predict
+from stages.kinds.text import train as text_train
 
 
 def test_runs_and_artifacts_land_under_dvc_root_from_another_directory(tmp_path, monkeypatch):
@@ -106,9 +103,10 @@ def log_and_load(root, task: str, kind: str, name: str, config: dict, spec: dict
 def test_the_logged_forecaster_takes_and_returns_real_values_as_the_pipeline_does(local_store):
     t = np.arange(96)
     values = (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12))  # a season that grows with the level
-    cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
+    cfg = SeriesPreprocess(time="Month", value="Passengers", time_format="%Y-%m", frequency="MS", resample=False,
+        unit="thousand passengers", seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.2, scaler="minmax", log=True,
                            differences=(1, 12))
-    arrays, meta = series.windows(values, cfg, "passengers")
+    arrays, meta = series_prepare.windows(values, cfg, "passengers")
     spec, example = series_train.serving(arrays, meta, series_task())
     config = {"input_size": 1, "hidden_size": 4, "num_layers": 1, "dropout": 0.0, "output_size": 1}
     model, served = log_and_load(local_store, "passengers", "series", "gru", config, spec, example)
@@ -137,9 +135,10 @@ def test_the_logged_hybrid_seed_ensemble_forecasts_real_values_as_evaluate_score
     answers what evaluate scores."""
     t = np.arange(120)
     values = (100 + 2 * t) * (1 + 0.2 * np.sin(2 * np.pi * t / 12)) * np.exp(np.random.default_rng(0).normal(0, 0.02, 120))
-    cfg = SeriesPreprocess(seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.1, scaler="minmax", log=True,
+    cfg = SeriesPreprocess(time="Month", value="Passengers", time_format="%Y-%m", frequency="MS", resample=False,
+        unit="thousand passengers", seq_length=4, horizon=1, val_ratio=0.15, test_ratio=0.1, scaler="minmax", log=True,
                            differences=(1, 12))
-    arrays, meta = series.windows(values, cfg, "passengers")
+    arrays, meta = series_prepare.windows(values, cfg, "passengers")
     task = series_task(ensemble=True)
     spec, example = series_train.serving(arrays, meta, task)
     config, _ = series_train.model_inputs("hybrid_gru", {"input_size": 1, "hidden_size": 4, "num_layers": 1,

@@ -4,11 +4,11 @@ import functools
 import pytest
 import torch
 
-from stages.config import Train
-from stages.errors import PipelineError
-from stages.inference import pick_device, predict
-from stages.models import build_model
-from stages.training import fit, seed_everything
+from stages.core.inference import pick_device, predict
+from stages.core.models import build_model
+from stages.core.training import fit, seed_everything
+from stages.infra.config import Train
+from stages.infra.errors import PipelineError
 
 CPU = torch.device("cpu")
 
@@ -92,7 +92,7 @@ def test_asking_for_mps_without_it_names_the_param():
 
 def test_cpu_training_keeps_the_ragged_last_batch_and_plain_adam():
     """The CUDA path drops the ragged batch and uses fused Adam; CPU keeps every batch and plain Adam."""
-    from stages.training import epoch_runner, make_optimizer
+    from stages.core.training import epoch_runner, make_optimizer
 
     sizes = []
     model = torch.nn.Linear(2, 1)
@@ -112,11 +112,11 @@ def test_cpu_training_keeps_the_ragged_last_batch_and_plain_adam():
 def test_the_cuda_runner_trains_with_the_eager_loops_step(kind, name, config, n):
     """What the CUDA graph captures is stages/epochs.train_step: the CUDA runner's step, run eagerly on CPU with the
     same order (batch divides the set, so nothing is dropped), leaves bit-identical weights, loss and accuracy."""
-    from stages.cuda_graph import CudaEpochs
-    from stages.epochs import EagerEpochs
-    from stages.images_train import augment
-    from stages.models import build_model
-    from stages.training import loss_for, make_optimizer
+    from stages.core.cuda_graph import CudaEpochs
+    from stages.core.epochs import EagerEpochs
+    from stages.core.models import build_model
+    from stages.core.training import loss_for, make_optimizer
+    from stages.kinds.images.train import augment
 
     g = torch.Generator().manual_seed(1)
     if kind == "images":

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages.config import Train
-from stages.errors import PipelineError
-from stages.models import build_model
-from stages.training import fit, seed_everything
+from stages.core.models import build_model
+from stages.core.training import fit, seed_everything
+from stages.infra.config import Train
+from stages.infra.errors import PipelineError
 from stages.transfer import set_trainable
 
 CONFIG = {"in_channels": 1, "num_classes": 10, "image_size": 28}
@@ -61,7 +61,7 @@ def test_scratch_trains_everything():
 
 
 def test_unfreezing_more_blocks_than_exist_names_the_param():
-    with pytest.raises(PipelineError, match=r"transfer\.finetune\.unfreeze_blocks must be in 1\.\.2"):
+    with pytest.raises(PipelineError, match=r"finetune\.unfreeze_blocks must be in 1\.\.2"):
         set_trainable(build_model("images", "cnn", CONFIG), "finetune", 3)
 
 
@@ -100,9 +100,10 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch,
     import pickle
     import tarfile
 
-    from stages import download, paths
-    from stages.config import Download
-    from stages.images import few_labels_split, read_cifar10
+    from stages import download
+    from stages.infra import paths
+    from stages.infra.config import Download
+    from stages.kinds.images.prepare import few_labels_split, found, read_cifar10
 
     rng = np.random.default_rng(0)
     members = {"batches.meta": {b"label_names": [b"airplane", b"automobile", b"bird"]}}
@@ -120,12 +121,13 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch,
     (served / "cifar-10-python.tar.gz").write_bytes(archive.getvalue())
     monkeypatch.chdir(tmp_path)
     with file_server(served) as server:
-        cfg = Download(source="url", url=server.url("cifar-10-python.tar.gz"),
+        cfg = Download(bundled="none", url=server.url("cifar-10-python.tar.gz"),
                        checksum="md5:" + hashlib.md5(archive.getvalue()).hexdigest())
-        dest = paths.raw("transfer") / paths.CIFAR_FOLDER
-        download.from_url("transfer", cfg, dest)
+        paths.raw("transfer").mkdir(parents=True)
+        download.from_url("transfer", cfg, paths.raw("transfer"))
 
-    (images, labels), test, classes = read_cifar10(dest)
+    assert [p.name for p in paths.raw("transfer").iterdir()] == ["unpacked"]  # the archive is unpacked in its place
+    (images, labels), test, classes = read_cifar10(found(paths.raw("transfer"), "cifar-10-batches-py"))
     assert classes == ["airplane", "automobile", "bird"] and images.shape == (30, 32, 32, 3)
     # channel-first rows of 1024 red, then green, then blue pixels become (H, W, C)
     first = members["data_batch_1"][b"data"][0]
@@ -136,7 +138,7 @@ def test_cifar10_is_downloaded_checked_unpacked_and_split(tmp_path, monkeypatch,
 
 
 def test_corrupt_cifar_batch_is_named(tmp_path):
-    from stages.images import read_cifar10
+    from stages.kinds.images.prepare import read_cifar10
 
     (tmp_path / "batches.meta").write_bytes(b"not a pickle")
     with pytest.raises(PipelineError, match="batches.meta: missing or corrupt"):
@@ -167,7 +169,7 @@ def test_imagenet_weights_land_in_the_matching_blocks(tmp_path, monkeypatch):
                                                              (2, 1, False, True), (3, 1, False, False)])
 def test_labelled_images_per_class_must_fit_the_smallest_class(train, val, official_test, ok):
     """4 images per class: with an official test set all 4 may be labelled; without one, some must stay for it."""
-    from stages.images import few_labels_split
+    from stages.kinds.images.prepare import few_labels_split
 
     labels = np.repeat(np.arange(3), 4)
     images = np.zeros((12, 2, 2), dtype=np.uint8)
@@ -177,5 +179,5 @@ def test_labelled_images_per_class_must_fit_the_smallest_class(train, val, offic
         split = few_labels_split(images, labels, cfg, test)
         assert len(split["y_train"]) == 3 * train and len(split["y_val"]) == 3 * val
     else:
-        with pytest.raises(PipelineError, match=r"transfer\.preprocess\.train_per_class \+ val_per_class is"):
+        with pytest.raises(PipelineError, match=r"preprocess\.train_per_class \+ val_per_class is"):
             few_labels_split(images, labels, cfg, test)

@@ -3,7 +3,7 @@ validation metrics, the seed spreads, the summaries) in the workspace with the c
 prints each one that differs, by how much, against the tolerance.
 
 The tolerance is relative, 0 by default: on a Linux x86-64 CPU with AVX2 the kernels are pinned
-(stages/kernels.py) and every output is byte-identical, so any difference is a finding. Elsewhere (macOS, arm64)
+(stages/core/kernels.py) and every output is byte-identical, so any difference is a finding. Elsewhere (macOS, arm64)
 docs/reproducibility.md says what to expect: classical baselines within 1e-6 (`--rtol 1e-6 --targets
 metrics/<task>/baselines.json`), trained networks only within their seed spread.
 
