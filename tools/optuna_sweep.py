@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +92,22 @@ def objective(trial, args, space, metric: str) -> float:
     return chosen[metric]
 
 
+def join_study(name: str, storage, direction: str, attempts: int = 5):
+    """Create the study, or load it where another worker has. Workers started at once on a new database race to
+    create Optuna's tables, and the loser's insert fails (sqlite: `UNIQUE constraint failed:
+    alembic_version.version_num`, seen in CI); the tables exist by then, so it tries again a moment later."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction=direction)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["run", "best"])
@@ -119,8 +136,7 @@ def main() -> None:
         raise SystemExit("error: run needs --task and at least one --space")
     space = [parse_space(text) for text in args.space]
     metric, lower = headline(args.task)
-    study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True,
-                                direction="minimize" if lower else "maximize")
+    study = join_study(args.study, storage, "minimize" if lower else "maximize")
     study.set_user_attr("task", args.task)
     study.set_user_attr("metric", metric)
     # a failed experiment (a refused or diverged setting) is a FAIL trial, and the worker goes on with the next
