@@ -15,6 +15,32 @@ import stages  # noqa: F401 - first: pins the CPU kernels before any test loads 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# Under pytest-xdist (README: `python -m pytest -n auto`) each worker, and every stage it starts, gets its share of
+# the cores: two torch processes of 2 threads each on 2 cores oversubscribe them (an epoch of 1 s took 80 s).
+if (WORKERS := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores() // WORKERS)))
+
+# The slowest modules first. xdist (pytest.ini: --dist loadscope) gives a worker a whole module, the next one in
+# collection order when it is almost done with its last: so test_pipeline.py's worker is not also handed
+# test_team.py, and the short modules fill in at the end.
+SLOWEST = ("test_pipeline.py", "test_scale.py", "test_team.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST)))  # stable: the rest keep their order
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4. The three slow modules and the stream of short ones keep 4 busy;
+    more cannot shorten the run, which test_pipeline.py's worker bounds."""
+    return max(1, min(cores(), 4))
+
+
 class FileServer:
     """Serves the files under `root` on 127.0.0.1 and records every requested path; a context manager."""
 

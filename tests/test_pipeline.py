@@ -1,19 +1,16 @@
 """End to end: the real `dvc repro` on tiny settings in a temp copy of the repo, with a real MLflow store.
 
 Also runs the flowers task through its online path, against a tiny ImageFolder archive served from 127.0.0.1, and
-three tasks of a user's own (README "Your data"), one per kind, from real data no built-in task uses, each a file
-or folder of the repository that `dvc add` tracks: monthly Australian wine sales (pmdarima), Fashion-MNIST photos
-as PNG folders (Debian's dataset-fashion-mnist), three licence texts (Debian's base-files).
+the three tasks of a user's own of tests/e2e.py (README "Your data"). Experiments (sweeps, scale-out) run in
+tests/test_scale.py's smaller copy.
 """
 import functools
 import hashlib
 import io
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -24,24 +21,23 @@ import pytest
 import yaml
 
 from stages.infra.files import content_sha256
+from tests.e2e import (
+    FASHION,
+    LICENCES,
+    OWN,
+    artifacts_lines,
+    columns,
+    commit,
+    copy_project,
+    histories_before_test,
+    own_data,
+    own_tasks,
+    run,
+    serve_and_ask,
+    snapshot,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
-
-
-def stage_env() -> dict:
-    """This interpreter's env with telemetry off, its venv's dvc first on PATH and no tracking URI from the machine."""
-    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def run(cmd, cwd, check=True):
-    done = subprocess.run(cmd, cwd=cwd, env=stage_env(), shell=isinstance(cmd, str), capture_output=True, text=True)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{cmd} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
 
 
 def flower_archive(folder: Path) -> Path:
@@ -75,62 +71,6 @@ def served(tmp_path_factory, file_server):
         yield server.url(archive.name), hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
-OWN = {"wine": "series", "fashion": "images", "licences": "text"}  # the tasks of a user's own
-FASHION = {0: "T-shirt", 1: "Trouser", 7: "Sneaker", 8: "Bag"}  # four of Fashion-MNIST's ten classes, by label
-LICENCES = ("Apache-2.0", "MPL-2.0", "GPL-2")  # /usr/share/common-licenses, on every Debian
-
-
-def own_data(repo: Path) -> None:
-    """The three tasks' data, written into the repository as a user would put theirs, then tracked by `dvc add`."""
-    from PIL import Image
-    from pmdarima.datasets import load_wineind
-
-    from stages.kinds.images.prepare import read_idx
-
-    own = repo / "data" / "own"
-    own.mkdir(parents=True)
-    wine = load_wineind(as_series=True)  # 176 months, Jan 1980 - Aug 1994, "Jan 1980": a format to declare
-    (own / "wine.csv").write_text("month;bottles\n" + "".join(f"{m};{int(v)}\n" for m, v in wine.items()))
-    fashion = Path("/usr/share/datasets/fashion-mnist")
-    for split, prefix, count in (("train", "train", 20), ("test", "t10k", 8)):
-        images = read_idx(fashion / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(fashion / f"{prefix}-labels-idx1-ubyte.gz")
-        for label, name in FASHION.items():
-            (own / "fashion" / split / name).mkdir(parents=True)
-            for i in np.flatnonzero(labels == label)[:count]:
-                Image.fromarray(images[i], mode="L").save(own / "fashion" / split / name / f"{i}.png")
-    (own / "licences").mkdir()
-    for name in LICENCES:
-        shutil.copyfile(Path("/usr/share/common-licenses") / name, own / "licences" / name)
-    run(["dvc", "add", "-q", "data/own/wine.csv", "data/own/fashion", "data/own/licences"], repo)
-
-
-def own_tasks(params: dict) -> dict:
-    """params.yaml's lines for the three tasks: a section each, copied from a built-in task of the kind."""
-    import copy
-
-    sections = {
-        "wine": copy.deepcopy(params["passengers"]) | {"models": ["lstm", "hybrid_lstm"]},
-        "fashion": copy.deepcopy(params["digits"]) | {"models": ["cnn", "simple_cnn"]},
-        "licences": copy.deepcopy(params["text"]) | {"models": ["gru"]},
-    }
-    sections["wine"]["preprocess"] |= {"time": "month", "value": "bottles", "time_format": "%b %Y", "frequency": "MS",
-                                       "unit": "bottles"}
-    sections["wine"]["baseline"]["season"] = "auto"
-    sections["fashion"]["preprocess"] |= {"format": "folder"}
-    sections["fashion"]["train"]["augment"]["enabled"] = False
-    sections["licences"]["generate"]["prompts"] = ["the", "you may"]
-    for name, section in sections.items():
-        del section["download"]  # a path source downloads nothing
-        params[name] = section
-    params["tasks"] |= {"wine": "series", "fashion": "images", "licences": "text"}
-    params["runs"] |= {"wine": "series", "fashion": "images", "licences": "text"}
-    params["text_tasks"].append("licences")
-    params["sources"]["path"] = {"wine": "data/own/wine.csv", "fashion": "data/own/fashion",
-                                 "licences": "data/own/licences"}
-    return params
-
-
 def flowers(params: dict, url: str, sha256: str) -> dict:
     """The flowers section params.yaml keeps commented out (it needs a network), served from 127.0.0.1."""
     import copy
@@ -160,19 +100,13 @@ def tiny_params(params: dict, flowers_url: str, flowers_sha256: str) -> dict:
 def repo(tmp_path_factory, served):
     """A git repo holding the project's files (not its outputs), with tiny params, after one `dvc repro`."""
     repo = tmp_path_factory.mktemp("repo")
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    copy_project(repo)
     params = tiny_params(yaml.safe_load((repo / "params.yaml").read_text()), *served)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     run("git init -q", repo)
     own_data(repo)
-    lines = "".join(f"  {task}: {{type: model, path: models/{task}, labels: [{kind}], desc: {task}}}\n"
-                    for task, kind in OWN.items())  # the one line per task DVC's format asks for (README "Your data")
-    (repo / "dvc.yaml").write_text((repo / "dvc.yaml").read_text().replace("\nartifacts:\n", f"\nartifacts:\n{lines}", 1))
-    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm tiny", repo)
+    artifacts_lines(repo, OWN)
+    commit(repo, "tiny")
     run(["dvc", "repro"], repo)
     return repo
 
@@ -437,14 +371,6 @@ def test_every_model_is_logged_to_mlflow_with_test_metrics_and_real_inputs(repo)
     assert len(greedy) >= 2 and list(mixed.predict(pd.DataFrame({"text": list(greedy)}))["continuation"]) == list(greedy.values())
 
 
-def columns(path: Path) -> dict[str, list[str]]:
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return {k: [row[k] for row in rows] for k in rows[0]}
-
-
 def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipeline_does(repo):
     """`mlflow models serve` on 127.0.0.1, asked over HTTP with real monthly counts: its forecasts are the ones
     evaluate wrote for the test months."""
@@ -456,59 +382,19 @@ def test_the_served_forecaster_answers_in_thousands_of_passengers_as_the_pipelin
     assert 250 < expected.mean() < 650  # thousands of passengers a month in 1958-1960, not a scaled difference
 
 
-def histories_before_test(repo: Path) -> np.ndarray:
-    """The real months before each test month, as many as one forecast needs."""
-    data = np.load(repo / "data/prepared/passengers/data.npz")
-    span = 12 + 13  # seq_length + sum(differences): the months one forecast needs
-    return np.stack([data["series"][t - span : t] for t in data["index_test"]])
-
-
-def serve_and_ask(repo: Path, model_uri: str, history: np.ndarray) -> np.ndarray:
-    """Start `mlflow models serve -m <model_uri>` on 127.0.0.1 against the repo's store, POST the rows of real
-    values to /invocations, stop the server; its forecasts."""
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true",
-                        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    server = subprocess.Popen(["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                               "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-3000:]
-                time.sleep(0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
-                                         data=json.dumps({"inputs": history.tolist()}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return np.array(json.loads(response.read())["predictions"], dtype=float)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_training_runs_last_as_long_as_training(repo):
     """The log stage adds test metrics and figures to the finished run; it does not reopen it."""
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    for (task, model), run in training_runs(repo).items():
+    for (task, model), logged in training_runs(repo).items():
         if task not in ("passengers", "digits", "transfer"):
             continue
-        info = client.get_run(run.info.run_id).info
+        info = client.get_run(logged.info.run_id).info
         assert info.status == "FINISHED" and (info.end_time - info.start_time) / 1000 < 90, (task, model)
-        test_metric = next(k for k in run.data.metrics if k.startswith("test_"))
-        assert client.get_metric_history(run.info.run_id, test_metric)[0].timestamp >= info.end_time, (task, model)
-        assert any(a.path.startswith("figures") for a in client.list_artifacts(run.info.run_id)), (task, model)
+        test_metric = next(k for k in logged.data.metrics if k.startswith("test_"))
+        assert client.get_metric_history(logged.info.run_id, test_metric)[0].timestamp >= info.end_time, (task, model)
+        assert any(a.path.startswith("figures") for a in client.list_artifacts(logged.info.run_id)), (task, model)
 
 
 def test_bad_input_fails_with_one_line_and_leaves_no_partial_output(repo):
@@ -677,13 +563,6 @@ def test_dvc_exp_run_names_the_mlflow_run_after_the_experiment(repo):
     assert client.get_model_version_by_alias("passengers", "champion").version == champion
 
 
-def snapshot(repo: Path) -> dict:
-    """Every output file's bytes (checkpoints, prepared data, metrics, plots) and dvc.lock."""
-    files = [repo / "dvc.lock"] + [p for folder in ("data", "models", "metrics", "plots", "logs")
-                                   for p in sorted((repo / folder).rglob("*")) if p.is_file()]
-    return {str(p.relative_to(repo)): p.read_bytes() for p in files}
-
-
 @pytest.mark.parametrize("assignment, message", [
     ("device=cuda", "device is cuda but this machine has no CUDA device"),
     ("passengers.preprocess.seq_length=500", "passengers.preprocess.seq_length=500 is too long"),
@@ -723,87 +602,11 @@ def test_a_corrupt_checkpoint_stops_evaluate_and_its_outputs_survive(repo):
     assert snapshot(repo) == before
 
 
-# The README's sweep: a grid through DVC's queue on 2 workers, compared on validation, the winner applied,
-# promoted and served. Points the tiny pipeline has not run before.
-GRID = ("passengers.train.lr=0.003,0.02", "passengers.model.hidden_size=8,16")
-
-
-@pytest.fixture(scope="module")
-def sweep(repo, dvc_queue) -> dict:
-    import itertools
-
-    import mlflow
-
-    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm before-sweep --allow-empty", repo)
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    versions = len(client.search_model_versions("name = 'passengers'"))
-    queued = run(["dvc", "exp", "run", "--queue", "-S", GRID[0], "-S", GRID[1]], repo).stdout
-    names = re.findall(r"Queued experiment '([^']+)'", queued)
-    status = dvc_queue(repo, stage_env(), workers=2)
-    grid = {tuple(yaml.safe_load(v) for v in p) for p in itertools.product(*(g.split("=")[1].split(",") for g in GRID))}
-    return {"names": names, "grid": grid, "status": status, "versions_before": versions, "client": client,
-            "head": run(["git", "rev-parse", "HEAD"], repo).stdout.strip()}
-
-
-def exp_rows(repo: Path, *args: str) -> list[dict]:
-    import csv
-
-    out = run(["dvc", "exp", "show", "--csv", *args], repo).stdout
-    return list(csv.DictReader(io.StringIO(out)))
-
-
-def test_a_grid_sweep_runs_every_experiment_through_the_queue_with_every_mlflow_run_finished(repo, sweep):
-    names, client = sweep["names"], sweep["client"]
-    assert len(names) == 4 and all(re.search(rf"{name}\s.*\sSuccess", sweep["status"]) for name in names)
-    rows = {r["Experiment"]: r for r in exp_rows(repo) if r["Experiment"] in names}
-    assert set(rows) == set(names)  # 4 of 4 in dvc exp show
-    assert {(float(r["passengers.train.lr"]), int(r["passengers.model.hidden_size"])) for r in rows.values()} == sweep["grid"]
-    experiment = client.get_experiment_by_name("passengers").experiment_id
-    runs = [r for name in names for r in client.search_runs([experiment], f"tags.dvc_experiment = '{name}'")]
-    models = yaml.safe_load((repo / "params.yaml").read_text())["passengers"]["models"]
-    assert len(runs) == 4 * len(models)  # every model of every experiment, none lost to a parallel worker
-    assert all(r.info.status == "FINISHED" and "test_rmse" in r.data.metrics and "val_rmse" in r.data.metrics
-               for r in runs)
-    spans = sorted((min(r.info.start_time for r in runs if r.data.tags["dvc_experiment"] == n),
-                    max(r.info.end_time for r in runs if r.data.tags["dvc_experiment"] == n)) for n in names)
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans  # two workers trained at the same time
-    # the queue's experiments are candidates: none of them moved the champion
-    assert len(client.search_model_versions("name = 'passengers'")) == sweep["versions_before"]
-
-
-def test_the_winner_chosen_on_validation_is_applied_promoted_and_served(repo, sweep):
-    names, client = sweep["names"], sweep["client"]
-    ranked = [r for r in exp_rows(repo, "--sort-by", "passengers.chosen.val_rmse", "--sort-order", "asc",
-                                  "--drop", r"^passengers\.rmse\.")  # no test column in sight while choosing
-              if r["Experiment"] in names]
-    assert not any(k.startswith("passengers.rmse.") for k in ranked[0])
-    scores = [float(r["passengers.chosen.val_rmse"]) for r in ranked]
-    assert scores == sorted(scores) and len(ranked) == 4
-    winner = ranked[0]["Experiment"]
-    run(["dvc", "exp", "apply", winner], repo)
-    chosen = json.loads((repo / "metrics/summary/passengers.json").read_text())["passengers"]["chosen"]
-    assert chosen["val_rmse"] == scores[0]
-    out = run(["dvc", "repro", "-s", "-f", "log@passengers"], repo).stdout  # the README's promotion step
-    assert re.search(r"passengers@champion -> version \d+ \(was version \d+\)", out), out
-    champion = client.get_model_version_by_alias("passengers", "champion")
-    assert champion.tags["dvc_experiment"] == winner and champion.tags["git_commit"] == sweep["head"]
-    assert champion.tags["model"] == chosen["model"] and float(champion.tags["val_rmse"]) == scores[0]
-    assert champion.tags["checkpoint_sha256"] == content_sha256(repo / f"models/passengers/{chosen['model']}.pt")
-    versions = len(client.search_model_versions("name = 'passengers'"))
-    again = run(["dvc", "repro", "-s", "-f", "log@passengers"], repo).stdout  # the same checkpoint: a no-op
-    assert f"already version {champion.version}" in again
-    assert len(client.search_model_versions("name = 'passengers'")) == versions == sweep["versions_before"] + 1
-    served = serve_and_ask(repo, "models:/passengers@champion", histories_before_test(repo))
-    expected = np.array(columns(repo / f"plots/passengers/predictions/{chosen['model']}.csv")["ensemble"], float)
-    assert served.shape == expected.shape and np.allclose(served, expected, rtol=1e-6)
-    assert 250 < served.mean() < 650  # real counts, thousands of passengers a month
-
-
 def test_dvc_artifacts_get_fetches_a_registered_model_version(repo, tmp_path):
     """DVC's model registry: a version is a git tag (`gto register`); `dvc artifacts get` and dvc.api find it."""
     import dvc.api
 
-    run("git add -A && git -c user.name=t -c user.email=t@t commit -qm winner --allow-empty", repo)
+    commit(repo, "winner")
     run(["gto", "register", "passengers", "--version", "v1.0.0"], repo)
     shown = dvc.api.artifacts_show("passengers", repo=str(repo))
     assert shown == {"rev": run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), "path": "models/passengers"}
@@ -814,199 +617,3 @@ def test_dvc_artifacts_get_fetches_a_registered_model_version(repo, tmp_path):
     assert sorted(p.name for p in (tmp_path / "wine").glob("*.pt")) == ["hybrid_lstm.pt", "lstm.pt"]
 
 
-# Scale-out (README "Scale out"): data-parallel training through torch's elastic launcher, two "nodes" on
-# 127.0.0.1, a rank that dies, and two tasks' train stages at once under DVC's own locks. Each test puts the
-# workspace back as it found it (restore), so the tests after it see the plain repro's outputs.
-def restore(repo: Path, before: dict, params: str) -> None:
-    (repo / "params.yaml").write_text(params)
-    for name in set(snapshot(repo)) - set(before):
-        (repo / name).unlink()
-    for name, data in before.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_bytes(data)
-
-
-def set_params(repo: Path, **values) -> None:
-    """Edit params.yaml: set_params(repo, **{"scale.nnodes": 2})."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        functools.reduce(lambda d, k: d[k], parents, params)[leaf] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scale_runs(repo: Path, task: str, **params) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(task).experiment_id
-    where = " and ".join(f"params.{k} = '{v}'" for k, v in params.items())
-    return client.search_runs([experiment], where)
-
-
-def test_two_ranks_train_an_experiment_with_one_checkpoint_and_one_mlflow_run_per_model(repo):
-    before, params = snapshot(repo), (repo / "params.yaml").read_text()
-    try:
-        out = run(["dvc", "exp", "run", "-n", "ddp", "-S", "scale.nproc_per_node=2", "train@wine"], repo).stdout
-        assert "train@wine: 2 workers (scale 2 x 1), launched by torch.distributed's elastic launcher" in out, out
-        assert "DDP: 2 ranks, each training its slice of every batch of" in out  # rank 0's output, once
-        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train@wine"]["params"]["params.yaml"]
-        assert lock["scale"] == {"nproc_per_node": 2, "nnodes": 1}
-        assert sorted(p.name for p in (repo / "models/wine").glob("*.pt")) == ["hybrid_lstm.pt", "lstm.pt"]
-        runs = scale_runs(repo, "wine", world_size=2)
-        assert sorted(r.info.run_name for r in runs) == ["ddp-hybrid_lstm", "ddp-lstm"]  # one per model, by rank 0
-        assert all(r.info.status == "FINISHED" and r.data.params["rank_batch_size"] == "8" and
-                   r.data.tags["checkpoint_sha256"] == content_sha256(repo / f"models/wine/{r.data.tags['model']}.pt")
-                   for r in runs)
-    finally:
-        restore(repo, before, params)
-
-
-def test_two_nodes_on_127_0_0_1_train_together_and_node_0_alone_writes(repo, tmp_path):
-    """The static rendezvous: node 1 runs the stage's command in its own copy of what the stage reads (as after
-    `git checkout` + `dvc pull`), node 0 runs `dvc repro`; every output is written once, by node 0."""
-    before, params = snapshot(repo), (repo / "params.yaml").read_text()
-    set_params(repo, **{"scale.nnodes": 2})
-    node1 = tmp_path / "node1"
-    for name in ("stages", "params.yaml", "data/prepared/wine", "models/wine", "plots/wine/histories"):
-        copy = shutil.copytree if (repo / name).is_dir() else shutil.copy2
-        (node1 / name).parent.mkdir(parents=True, exist_ok=True)
-        copy(repo / name, node1 / name)
-    node1_before = {p: p.read_bytes() for p in node1.rglob("*") if p.is_file()}
-    env = stage_env() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    try:
-        other = subprocess.Popen([sys.executable, "-m", "stages.train", "wine"], cwd=node1, env=env | {"NODE_RANK": "1"},
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        done = subprocess.run(["dvc", "repro", "-s", "-f", "train@wine"], cwd=repo, env=env | {"NODE_RANK": "0"},
-                              capture_output=True, text=True, timeout=600)
-        said, _ = other.communicate(timeout=120)
-        assert done.returncode == 0 and other.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + said[-3000:]
-        assert "train@wine: 2 workers (scale 1 x 2)" in done.stdout
-        assert {p: p.read_bytes() for p in node1.rglob("*") if p.is_file() and "__pycache__" not in p.parts} == {
-            p: b for p, b in node1_before.items() if "__pycache__" not in p.parts}  # node 1 wrote nothing
-        assert not (node1 / "mlflow.db").exists()
-        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train@wine"]["params"]["params.yaml"]
-        assert lock["scale"] == {"nproc_per_node": 1, "nnodes": 2}
-        runs = scale_runs(repo, "wine", nnodes=2)
-        assert sorted(r.data.tags["model"] for r in runs) == ["hybrid_lstm", "lstm"]
-        assert {r.data.tags["checkpoint_sha256"] for r in runs} == {
-            content_sha256(repo / f"models/wine/{m}.pt") for m in ("hybrid_lstm", "lstm")}
-    finally:
-        restore(repo, before, params)
-
-
-def worker_pids(repo: Path, rank: int) -> list[int]:
-    """The elastic workers of global rank `rank` whose working directory is `repo`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            if (any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in environ) and f"RANK={rank}".encode() in environ
-                    and Path(os.readlink(proc / "cwd")) == repo):
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def test_a_killed_rank_ends_the_stage_in_seconds_with_one_line_and_costs_no_output(repo):
-    import signal
-    import time
-
-    before, params = snapshot(repo), (repo / "params.yaml").read_text()
-    set_params(repo, **{"scale.nproc_per_node": 2, "wine.train.epochs": 5000, "wine.train.patience": 5000})
-    try:
-        stage = subprocess.Popen(["dvc", "repro", "-s", "train@wine"], cwd=repo, env=stage_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for line in stage.stdout:  # rank 0's epochs: both ranks are training
-            if line.startswith("epoch   3/"):
-                break
-        (pid,) = worker_pids(repo, 1)
-        os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        rest, said = stage.communicate(timeout=60)
-        took = time.monotonic() - killed
-        assert stage.returncode != 0 and took <= 30, (took, said[-2000:])
-        errors = [line for line in said.splitlines() if line.startswith("error: ")]
-        assert errors == ["error: train@wine: rank 1 of 2 (scale 2 x 1) was killed by SIGKILL; the others were stopped"], said
-        assert "Traceback" not in said + rest
-        after = snapshot(repo)
-        assert after == before  # every checkpoint, history and dvc.lock as they were
-    finally:
-        restore(repo, before, params)
-        if stage.poll() is None:
-            stage.kill()
-
-
-def test_two_tasks_train_at_once_under_dvcs_locks_as_they_train_one_after_the_other(repo):
-    """The README's recipe on one machine: after the shared upstream is up to date, one `dvc --wait-for-lock repro
-    -s train@<task>` per task at once, each with its share of the cores (on a GPU box: its CUDA_VISIBLE_DEVICES)."""
-    import time
-
-    before, params = snapshot(repo), (repo / "params.yaml").read_text()
-    env = stage_env() | {"OMP_NUM_THREADS": "1"}  # the same threads in both runs: the same floats
-    tasks = ("wine", "fashion")
-    trained = lambda: {k: v for k, v in snapshot(repo).items()  # noqa: E731
-                       if k.startswith(tuple(f"{d}/{t}/" for t in tasks for d in ("models", "plots")))}
-    try:
-        started = time.monotonic()
-        for task in tasks:
-            subprocess.run(["dvc", "repro", "-s", "-f", f"train@{task}"], cwd=repo, env=env, check=True,
-                           capture_output=True)
-        serial, serial_s = trained(), time.monotonic() - started
-        started = time.monotonic()
-        stages = [subprocess.Popen(["dvc", "--wait-for-lock", "repro", "-s", "-f", f"train@{task}"], cwd=repo,
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                  for task in tasks]
-        said = [s.communicate(timeout=600)[0] for s in stages]
-        assert [s.returncode for s in stages] == [0, 0], said
-        print(f"serial {serial_s:.1f} s, at once {time.monotonic() - started:.1f} s (tiny settings, this machine)")
-        assert trained() == serial  # the same checkpoints and histories
-        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-        assert all(f"train@{t}" in lock for t in tasks)
-        assert run(["dvc", "status", *(f"train@{t}" for t in tasks)], repo).stdout.strip().endswith("up to date.")
-    finally:
-        restore(repo, before, params)
-
-
-def test_an_optuna_study_of_8_trials_by_2_workers_chooses_on_validation(repo, tmp_path):
-    """tools/optuna_sweep.py: two worker processes join one study (sqlite here; the team tests use PostgreSQL),
-    each trial a `dvc exp run --temp`, its objective the task's validation headline."""
-    import mlflow
-    import optuna
-
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    sweep = [sys.executable, "tools/optuna_sweep.py", "--study", "wine-lr", "--storage", storage]
-    env = stage_env() | {"OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([*sweep[:2], "run", *sweep[2:], "--task", "wine", "--trials", "4",
-                                 "--space", "wine.train.lr=log:0.001:0.03", "--space", "wine.model.hidden_size=int:4:16"],
-                                cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
-    said = [w.communicate(timeout=1200)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], said
-    study = optuna.load_study(study_name="wine-lr", storage=storage)
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(study.trials) == len(done) == 8, [t.state for t in study.trials]
-    names = {t.user_attrs["experiment"] for t in done}
-    assert names == {f"wine-lr-{i}" for i in range(8)}
-    rows = {r["Experiment"]: r for r in exp_rows(repo) if r["Experiment"] in names}
-    assert set(rows) == names  # 8 of 8 in dvc exp show
-    for t in done:  # each trial's value is its experiment's validation headline, never a test number
-        assert t.value == float(rows[t.user_attrs["experiment"]]["wine.chosen.val_rmse"])
-        assert set(t.user_attrs) == {"experiment", "model"}
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("wine").experiment_id], "tags.optuna_study = 'wine-lr'")
-    assert len(runs) == 8 * 2 and all(r.info.status == "FINISHED" and {"val_rmse", "test_rmse"} <= set(r.data.metrics)
-                                      for r in runs)  # each its own log stage's numbers, the same checkpoint or not
-    assert {r.data.tags["optuna_trial"] for r in runs} == {str(t.number) for t in done}
-    best = run([*sweep[:2], "best", *sweep[2:]], repo).stdout
-    assert f"{study.best_trial.user_attrs['experiment']} (validation {study.best_value:.6g}" in best
-    assert study.best_value == min(t.value for t in done)

@@ -452,6 +452,45 @@ def test_exp_push_and_pull_share_the_experiment_with_another_clone(team):
     assert all((cache / e["md5"][:2] / e["md5"][2:]).is_file() for e in entries)
 
 
+def test_an_optuna_study_on_the_team_postgresql_is_swept_by_two_clones_and_shared_through_the_remotes(team, postgres):
+    """README "Scale out": two workers of tools/optuna_sweep.py, each in a clone of its own (two machines in
+    practice), join one study in the team's PostgreSQL; each trial is a `dvc exp run` logged to the team server
+    and pushed to the Git and DVC remotes (`--push origin`), so either clone can apply the winner."""
+    import optuna
+
+    postgres.query("CREATE DATABASE optuna", dbname="postgres")
+    storage = postgres.url.rsplit("/", 1)[0] + "/optuna"
+    other = team.top / "sweeper"  # the second machine: a clone of origin, its own DVC keys, `dvc pull`
+    run(["git", "clone", "-q", str(team.origin), str(other)], team.top, team.dvc_env)
+    run(f"dvc remote modify --local storage access_key_id {S3_KEYS['AWS_ACCESS_KEY_ID']} && dvc remote modify "
+        f"--local storage secret_access_key {S3_KEYS['AWS_SECRET_ACCESS_KEY']} && dvc pull -q", other, clean_env())
+    sweep = [sys.executable, "tools/optuna_sweep.py", "run", "--study", "team-lr", "--storage", storage,
+             "--task", "passengers", "--trials", "4", "--push", "origin",
+             "--space", "passengers.train.lr=log:0.001:0.03", "--space", "passengers.model.hidden_size=int:4:16"]
+    env = team.stage_env | {"OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(sweep, cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for clone in (team.repo, other)]
+    said = [w.communicate(timeout=1200)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], [s[-3000:] for s in said]
+    study = optuna.load_study(study_name="team-lr", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == len(done) == 8, [t.state for t in study.trials]
+    names = {t.user_attrs["experiment"] for t in done}
+    assert names == {f"team-lr-{i}" for i in range(8)}
+    pushed = run(["git", "ls-remote", str(team.origin), "refs/exps/*"], team.top, team.dvc_env).stdout
+    assert {line.rsplit("/", 1)[-1] for line in pushed.split()[1::2]} >= names  # every trial in the Git remote
+    _, runs = server_runs(team.server.uri, "team-lr-")
+    assert len(runs) == 8 * len(MODELS) and all(r.info.status == "FINISHED" and "test_rmse" in r.data.metrics
+                                                for r in runs)
+    assert {r.data.tags["optuna_study"] for r in runs} == {"team-lr"}
+    assert {r.data.tags["optuna_trial"] for r in runs} == {str(t.number) for t in done}
+    best = study.best_trial.user_attrs["experiment"]  # chosen on validation, made by either clone
+    third = team.top / "third"
+    run(["git", "clone", "-q", str(team.origin), str(third)], team.top, team.dvc_env)
+    run(["dvc", "exp", "pull", "origin", best], third, team.dvc_env)
+    assert float(exp_row(third, best, team.dvc_env)["passengers.chosen.val_rmse"]) == study.best_value
+
+
 def exp_row(repo: Path, name: str, env: dict) -> dict:
     """An experiment's row of `dvc exp show --csv`, less what belongs to the machine that ran it and `typ`, how the
     row relates to that clone's checked-out branch (branch_base in one clone, branch_commit in another)."""

@@ -86,8 +86,11 @@ def objective(trial, args, space, metric: str) -> float:
     chosen = experiment_summary(name, args.task)["chosen"]
     trial.set_user_attr("experiment", name)
     trial.set_user_attr("model", chosen["model"])
-    if args.push:
-        subprocess.run(["dvc", "exp", "push", args.push, name], cwd=ROOT, check=True, capture_output=True)
+    if args.push:  # the experiment's commit to the Git remote, its outputs to the DVC remote
+        pushed = subprocess.run(["dvc", "exp", "push", args.push, name], cwd=ROOT, capture_output=True, text=True)
+        if pushed.returncode != 0:
+            raise RuntimeError(f"dvc exp push {args.push} {name} failed: "
+                               f"{(pushed.stderr or pushed.stdout).strip().splitlines()[-1:]}")
     print(f"trial {trial.number}: {name} {metric} {chosen[metric]:.6g} ({chosen['model']})", flush=True)
     return chosen[metric]
 
