@@ -85,20 +85,20 @@ def own_tasks(params: dict, tasks=tuple(OWN)) -> dict:
     """params.yaml's lines for `tasks` (of OWN): a section each, copied from a built-in task of the kind."""
     import copy
 
-    sections = {
-        "wine": copy.deepcopy(params["passengers"]) | {"models": ["lstm", "hybrid_lstm"]},
-        "fashion": copy.deepcopy(params["digits"]) | {"models": ["cnn", "simple_cnn"]},
-        "licences": copy.deepcopy(params["text"]) | {"models": ["gru"]},
+    start = {"wine": ("passengers", ["lstm", "hybrid_lstm"]), "fashion": ("digits", ["cnn", "simple_cnn"]),
+             "licences": ("text", ["gru"])}  # the built-in task whose section each copies, and its models
+    edits = {
+        "wine": lambda s: (s["preprocess"].update(time="month", value="bottles", time_format="%b %Y", frequency="MS",
+                                                  unit="bottles"), s["baseline"].update(season="auto")),
+        "fashion": lambda s: (s["preprocess"].update(format="folder"), s["train"]["augment"].update(enabled=False)),
+        "licences": lambda s: s["generate"].update(prompts=["the", "you may"]),
     }
-    sections["wine"]["preprocess"] |= {"time": "month", "value": "bottles", "time_format": "%b %Y", "frequency": "MS",
-                                       "unit": "bottles"}
-    sections["wine"]["baseline"]["season"] = "auto"
-    sections["fashion"]["preprocess"] |= {"format": "folder"}
-    sections["fashion"]["train"]["augment"]["enabled"] = False
-    sections["licences"]["generate"]["prompts"] = ["the", "you may"]
     for name in tasks:
-        del sections[name]["download"]  # a path source downloads nothing
-        params[name] = sections[name]
+        built_in, models = start[name]
+        section = copy.deepcopy(params[built_in]) | {"models": models}
+        edits[name](section)
+        del section["download"]  # a path source downloads nothing
+        params[name] = section
         params["tasks"][name] = params["runs"][name] = OWN[name]
         params["sources"]["path"][name] = PATHS[name]
     if "licences" in tasks:
