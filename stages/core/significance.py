@@ -1,5 +1,7 @@
 """Significance tests behind a report's "beats the baseline": each compares two models on the same test examples
 (paired), so a difference is called real only when it is unlikely under equal skill."""
+import math
+
 import numpy as np
 
 
@@ -7,7 +9,7 @@ def diebold_mariano(errors_a, errors_b, horizon: int = 1) -> tuple[float, float]
     """Diebold & Mariano (1995, JBES 13(3)) test of equal squared-error loss of two forecasts of the same targets,
     with the small-sample correction of Harvey, Leybourne & Newbold (1997, IJF 13(2)); (statistic, two-sided p).
     A negative statistic means `a` has the smaller loss."""
-    from scipy import stats
+    from scipy.special import stdtr  # Student's t CDF, what scipy.stats.t.sf calls, without scipy.stats' 0.4 s import
 
     a, b = np.asarray(errors_a, dtype=float), np.asarray(errors_b, dtype=float)
     n = len(a)
@@ -24,7 +26,7 @@ def diebold_mariano(errors_a, errors_b, horizon: int = 1) -> tuple[float, float]
         raise ValueError(f"diebold_mariano: long-run variance estimate {variance:.3g} <= 0 at horizon {horizon}")
     hln = np.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
     statistic = float(d.mean() / np.sqrt(variance / n) * hln)
-    return statistic, float(2 * stats.t.sf(abs(statistic), n - 1))  # HLN: Student's t, n - 1 degrees of freedom
+    return statistic, float(2 * stdtr(n - 1, -abs(statistic)))  # HLN: Student's t, n - 1 degrees of freedom
 
 
 def mcnemar(correct_a, correct_b) -> tuple[int, int, float]:
@@ -33,14 +35,15 @@ def mcnemar(correct_a, correct_b) -> tuple[int, int, float]:
     b wrong, c = a wrong and b right; under equal skill b ~ Binomial(b + c, 1/2), so p is the exact conditional
     binomial p-value (Fagerland, Lydersen & Laake 2013, BMC Med Res Methodol 13:91, who find it conservative
     and prefer its mid-p variant)."""
-    from scipy import stats
-
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"mcnemar needs paired arrays of one length: got {len(a)} and {len(b)}")
     right_wrong, wrong_right = int(np.sum(a & ~b)), int(np.sum(~a & b))
     n = right_wrong + wrong_right
-    return right_wrong, wrong_right, float(stats.binomtest(right_wrong, n, 0.5).pvalue) if n else 1.0
+    # two-sided, as scipy.stats.binomtest: the outcomes no likelier than the one seen, here the two tails
+    # beyond min(b, c); in exact integers (b + c is at most the test set), correctly rounded once
+    tails = 2 * sum(math.comb(n, i) for i in range(min(right_wrong, wrong_right) + 1))
+    return right_wrong, wrong_right, min(1.0, tails / 2**n)
 
 
 def paired_bootstrap_perplexity(nll_a, nll_b, counts, n_resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
