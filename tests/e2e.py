@@ -87,16 +87,18 @@ def own_tasks(params: dict, tasks=tuple(OWN)) -> dict:
 
     start = {"wine": ("passengers", ["lstm", "hybrid_lstm"]), "fashion": ("digits", ["cnn", "simple_cnn"]),
              "licences": ("text", ["gru"])}  # the built-in task whose section each copies, and its models
-    edits = {
-        "wine": lambda s: (s["preprocess"].update(time="month", value="bottles", time_format="%b %Y", frequency="MS",
-                                                  unit="bottles"), s["baseline"].update(season="auto")),
-        "fashion": lambda s: (s["preprocess"].update(format="folder"), s["train"]["augment"].update(enabled=False)),
-        "licences": lambda s: s["generate"].update(prompts=["the", "you may"]),
-    }
     for name in tasks:
         built_in, models = start[name]
         section = copy.deepcopy(params[built_in]) | {"models": models}
-        edits[name](section)
+        if name == "wine":  # README "Your data": how wine.csv is read
+            section["preprocess"] |= {"time": "month", "value": "bottles", "time_format": "%b %Y", "frequency": "MS",
+                                      "unit": "bottles"}
+            section["baseline"]["season"] = "auto"
+        if name == "fashion":
+            section["preprocess"]["format"] = "folder"
+            section["train"]["augment"]["enabled"] = False
+        if name == "licences":
+            section["generate"]["prompts"] = ["the", "you may"]
         del section["download"]  # a path source downloads nothing
         params[name] = section
         params["tasks"][name] = params["runs"][name] = OWN[name]
