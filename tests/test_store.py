@@ -103,3 +103,40 @@ def test_experiments_that_start_together_on_a_fresh_clone_share_one_new_store(tm
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("passengers").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["workspace-gru", "workspace-lstm", "workspace-rnn"]
+
+
+# A stage that finds mlflow.db while another process still makes it: prints "checking", then joins the store.
+HALF_MADE = """
+import sys
+import mlflow.store.tracking.sqlalchemy_store
+from stages.infra import store, tracking
+print("checking", flush=True)
+store.check_store("passengers")
+with tracking.start_run("passengers", "lstm", "train@passengers", {}):
+    pass
+"""
+
+
+def test_a_store_another_process_is_still_making_is_waited_for(tmp_path):
+    """The CI failure of 2026-12-07: a process that found mlflow.db half made (its maker still migrating under the
+    lock) went on and migrated it too. Now every logging stage takes the lock: it waits for the maker."""
+    import fcntl
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "mlflow.db").execute("CREATE TABLE half_made (x)").connection.close()  # size > 0
+    folder = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(folder, fcntl.LOCK_EX)  # the maker's lock (stages/infra/store.py _create_local_store)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"DVC_ROOT": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", HALF_MADE], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout.readline().strip() == "checking"
+        time.sleep(3)
+        assert proc.poll() is None  # waiting at the lock, not migrating beside its holder
+    finally:
+        os.close(folder)  # the maker is done
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out[-2000:]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [r.info.run_name for r in client.search_runs([client.get_experiment_by_name("passengers").experiment_id])] == [
+        "workspace-lstm"]

@@ -71,7 +71,7 @@ def _check_local_store(path: Path, task: str | None) -> None:
     if task:
         for folder in (path.parent, path.parent / "mlartifacts" / task):
             writable_folder(folder, "the MLflow store")
-    if task and (not path.exists() or path.stat().st_size == 0):
+    if task:  # also when mlflow.db exists: it may be another process's store still being made
         _create_local_store(path)
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -95,7 +95,10 @@ def _check_local_store(path: Path, task: str | None) -> None:
 def _create_local_store(path: Path) -> None:
     """A new mlflow.db with MLflow's tables, made under a lock on its folder: queued experiments started together on
     a fresh clone would otherwise each run MLflow's schema migrations on the same file, and all but one fail
-    (sqlite3.OperationalError: duplicate column name). The second process finds the tables and migrates nothing."""
+    (sqlite3.OperationalError: duplicate column name). The second process finds the tables and migrates nothing.
+    Every stage that logs takes the lock, also when the file exists: one that found it half made and went on
+    migrated it beside its maker (alembic: "expected to match one row", CI 2026-12-07); on a finished store the
+    call only reads its schema version (0.03-0.2 s)."""
     import fcntl
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
