@@ -96,7 +96,7 @@ def run_queue(repo, env: dict, workers: int = 2, deadline_s: float = 900, logs=(
     captured `dvc queue start` returns only when the whole queue is done: its output goes nowhere. Each worker gets
     cores / workers threads, as the README's recipe says (more oversubscribe the cores). On the deadline the workers
     are killed and the failure carries the status, the tasks' and workers' logs and the tails of `logs` (servers')."""
-    env = env | {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    env = env | {"OMP_NUM_THREADS": str(max(1, cores() // workers))}
 
     def start() -> float:
         subprocess.run(["dvc", "queue", "start", "-j", str(workers)], cwd=repo, env=env, check=True,

@@ -108,6 +108,15 @@ def own_tasks(params: dict, tasks=tuple(OWN)) -> dict:
     return params
 
 
+def only_passengers(params: dict) -> dict:
+    """params.yaml reduced to the passengers task: every other task's section and entries go."""
+    for task in set(params["tasks"]) - {"passengers"}:  # a task is its section: the others go with theirs
+        del params[task]
+    params |= {"tasks": {"passengers": "series"}, "runs": {"passengers": "series"}, "text_tasks": [],
+               "transfer_tasks": {}, "sources": {"download": {"passengers": "bundled"}, "path": {}}}
+    return params
+
+
 def artifacts_lines(repo: Path, tasks) -> None:
     """The one line per task DVC's format asks for in dvc.yaml's top-level artifacts: (README "Your data")."""
     lines = "".join(f"  {task}: {{type: model, path: models/{task}, labels: [{OWN[task]}], desc: {task}}}\n"

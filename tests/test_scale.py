@@ -24,6 +24,7 @@ from tests.e2e import (
     exp_rows,
     free_port,
     histories_before_test,
+    only_passengers,
     own_data,
     own_tasks,
     restore,
@@ -39,11 +40,7 @@ pytestmark = pytest.mark.e2e
 
 def series_params(params: dict) -> dict:
     """passengers (three seeds: its sweep's headline is their mean) and wine (one seed), two epochs each."""
-    for task in set(params["tasks"]) - {"passengers"}:  # a task is its section: the others go with theirs
-        del params[task]
-    params |= {"tasks": {"passengers": "series"}, "runs": {"passengers": "series"}, "text_tasks": [],
-               "transfer_tasks": {}, "sources": {"download": {"passengers": "bundled"}, "path": {}}}
-    params = own_tasks(params, ["wine"])
+    params = own_tasks(only_passengers(params), ["wine"])
     for task in ("passengers", "wine"):
         params[task]["train"] |= {"epochs": 2, "patience": 1}
     params["wine"]["train"]["seeds"] = 1

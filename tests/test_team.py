@@ -34,6 +34,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.e2e import copy_project, only_passengers
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BUCKET = "team"
@@ -248,10 +250,7 @@ def mlflow_server(postgres, s3, tmp_path_factory):
 
 def reduce_params(params: dict) -> dict:
     """Only passengers, its three models, two epochs, one seed: the team tests exercise the plumbing."""
-    for task in set(params["tasks"]) - {"passengers"}:  # a task is its section: the others go with theirs
-        del params[task]
-    params |= {"tasks": {"passengers": "series"}, "runs": {"passengers": "series"}, "text_tasks": [], "transfer_tasks": {},
-               "sources": {"download": {"passengers": "bundled"}, "path": {}}}
+    params = only_passengers(params)
     params["passengers"]["models"] = list(MODELS)
     params["passengers"]["train"] |= {"epochs": 2, "patience": 1, "seeds": 1}
     return params
@@ -263,11 +262,8 @@ def team(tmp_path_factory, mlflow_server, s3):
     and `dvc push`. Yields a namespace with the paths, the envs and the servers."""
     top = tmp_path_factory.mktemp("team")
     repo, origin = top / "repo", top / "origin.git"
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT, clean_env()).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file() and name != "dvc.lock":  # the lock of the full pipeline: not this one's
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    copy_project(repo)
+    (repo / "dvc.lock").unlink()  # the lock of the full pipeline: not this one's
     params = reduce_params(yaml.safe_load((repo / "params.yaml").read_text()))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     users = set_up_users(mlflow_server.uri)

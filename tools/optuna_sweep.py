@@ -70,27 +70,31 @@ def experiment_summary(name: str, task: str) -> dict:
     return json.loads(shown)[task]
 
 
+def dvc(*args: str, env=None) -> str:
+    """Run `dvc <args>` in the repository; its stdout, or a RuntimeError (a FAIL trial) naming the command and the
+    last line it said."""
+    done = subprocess.run(["dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(f"dvc {' '.join(args)} failed: {said[-1] if said else f'exit code {done.returncode}'}")
+    return done.stdout
+
+
 def objective(trial, args, space, metric: str) -> float:
     name = f"{args.study}-{trial.number}"
     values = {key: suggest(trial, key, form, v) for key, form, v in space}
     sets = [arg for key, value in values.items() for arg in ("-S", f"{key}={value}")]
     env = os.environ | {"OPTUNA_STUDY": args.study, "OPTUNA_TRIAL": str(trial.number)}  # MLflow tags (tracking.py)
     print(f"trial {trial.number}: dvc exp run --temp -n {name} {' '.join(sets)}", flush=True)
-    done = subprocess.run(["dvc", "--wait-for-lock", "exp", "run", "--temp", "-n", name, *sets], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"dvc exp run {name} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    for line in done.stdout.splitlines():  # the task's own stage lines (what log@<task> did), not every epoch
+    said = dvc("--wait-for-lock", "exp", "run", "--temp", "-n", name, *sets, env=env)
+    for line in said.splitlines():  # the task's own stage lines (what log@<task> did), not every epoch
         if line.startswith(f"{args.task}: ") or line.startswith("warning: "):
             print(f"trial {trial.number}: {line}", flush=True)
     chosen = experiment_summary(name, args.task)["chosen"]
     trial.set_user_attr("experiment", name)
     trial.set_user_attr("model", chosen["model"])
     if args.push:  # the experiment's commit to the Git remote, its outputs to the DVC remote
-        pushed = subprocess.run(["dvc", "exp", "push", args.push, name], cwd=ROOT, capture_output=True, text=True)
-        if pushed.returncode != 0:
-            raise RuntimeError(f"dvc exp push {args.push} {name} failed: "
-                               f"{(pushed.stderr or pushed.stdout).strip().splitlines()[-1:]}")
+        dvc("exp", "push", args.push, name)
     print(f"trial {trial.number}: {name} {metric} {chosen[metric]:.6g} ({chosen['model']})", flush=True)
     return chosen[metric]
 
